@@ -1,0 +1,257 @@
+"""Run configuration: one frozen dataclass, resolved one way and checked in one place.
+
+Values flow defaults -> config file (TOML or JSON) -> command-line options -> ``--set key=value``.
+``LearnConfig.to_dict()`` is what ``config.json`` holds, and ``LearnConfig.from_dict`` reads it
+back to an equal config, so a run directory always says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, unknown_name
+
+STREAMS = ("split", "permuted", "rotated")
+SCENARIOS = ("class", "task", "domain")
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10, "m": 2**20, "g": 2**30,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """Bytes from ``4MiB``, ``512KiB``, ``1.5MB`` or a plain integer (KB/MB are powers of 1000)."""
+    if text is None or isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"cannot read the size {text!r}; write it like 4MiB, 512KiB, 1.5MB or 65536")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value < 1:
+        raise ConfigError(f"size {text!r} is less than one byte")
+    return int(value)
+
+
+def format_bytes(n: int | float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Everything a learning run needs; library functions take this, never CLI types."""
+
+    data: str = "digits"
+    stream: str = "split"
+    scenario: str = "class"
+    tasks: int = 5
+    class_order: str = "natural"  # natural | random (seeded) | comma-separated labels
+    model: str = "mlp"
+    model_args: dict = field(default_factory=dict)
+    strategies: tuple[str, ...] = ("replay",)
+    strategy_args: dict = field(default_factory=dict)  # {strategy: {param: value}}
+    memory: int | None = None  # bytes
+    compute_steps: int | None = None  # optimiser steps per experience, at most
+    compute_flops: float | None = None  # estimated training FLOPs per experience, at most
+    epochs: int = 10
+    steps: int | None = None  # exact optimiser steps per experience (overrides epochs)
+    batch_size: int = 32
+    eval_batch_size: int = 2048
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    device: str = "auto"
+    amp: bool = False
+    threads: int | None = None
+    seed: int = 0
+    checkpoints: bool = True
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["strategies"] = list(self.strategies)
+        return json.loads(json.dumps(out))  # tuples become lists: exactly what config.json holds
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> LearnConfig:
+        return resolve(overrides=raw)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(LearnConfig)}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Turn a value from a file or ``--set`` into the type of its default."""
+    try:
+        if isinstance(value, str) and not isinstance(default, str):
+            value = _parse_literal(value)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
+            return float(value)
+        if isinstance(default, tuple):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return tuple(_parse_literal(v) if isinstance(v, str) else v for v in items)
+        return value
+    except ValueError:
+        raise ConfigError(f"{name} must be like {default!r}, got {value!r}") from None
+
+
+def _parse_literal(text: str) -> Any:
+    text = text.strip()
+    if "," in text:
+        return tuple(_parse_literal(t) for t in text.split(",") if t.strip())
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null", "auto"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
+    """``["replay.size=2000", "lr=0.01"]`` -> ``{"replay": {"size": "2000"}, "lr": "0.01"}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. --set replay.size=2000), got {item!r}")
+        scope, dot, param = key.strip().partition(".")
+        if dot:
+            out.setdefault(scope, {})[param] = value
+        else:
+            out[scope] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a .toml or .json file")
+    try:
+        text = path.read_text()
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            import tomllib
+            raw = tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings")
+    return raw
+
+
+def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
+    """Merge layers of raw settings (later wins) into a checked :class:`LearnConfig`.
+
+    A layer may hold top-level fields, ``model_args``/``strategy_args`` tables, and tables named
+    ``model`` or after a strategy (the ``--set model.hidden=...`` and ``--set ewc.lam=...`` form).
+    """
+    from .strategies import STRATEGIES, strategy_params
+    from .models import model_params
+
+    values: dict = {}
+    model_args: dict = {}
+    strategy_args: dict = {}
+    for layer in (*layers, overrides or {}):
+        for key, value in layer.items():
+            if key in ("model_args", "model") and isinstance(value, dict):
+                model_args.update(value)
+            elif key == "strategy_args" and isinstance(value, dict):
+                for name, params in value.items():
+                    strategy_args.setdefault(name, {}).update(params)
+            elif key in STRATEGIES and isinstance(value, dict):
+                strategy_args.setdefault(key, {}).update(value)
+            elif key in _FIELDS and key not in ("model_args", "strategy_args"):
+                values[key] = value
+            else:
+                known = [*(_FIELDS), "model", *STRATEGIES]
+                raise ConfigError(unknown_name("setting", key, known))
+    base = LearnConfig()
+    for key, value in list(values.items()):
+        default = getattr(base, key)
+        if key == "memory":
+            values[key] = parse_size(value)
+        elif key in ("compute_steps", "threads", "steps"):
+            values[key] = None if value in (None, "none") else _coerce(key, value, 0)
+        elif key == "compute_flops":
+            values[key] = None if value in (None, "none") else _coerce(key, value, 0.0)
+        elif key == "strategies":
+            items = [value] if isinstance(value, str) else list(value)
+            values[key] = tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())
+        else:
+            values[key] = _coerce(key, value, default)
+    cfg_model = values.get("model", base.model)
+    defaults = model_params(cfg_model)
+    for key in model_args:
+        if key not in defaults:
+            raise ConfigError(unknown_name(f"parameter of model {cfg_model!r}", key, defaults))
+    values["model_args"] = {k: _coerce(f"model.{k}", v, defaults[k]) for k, v in model_args.items()}
+    names = values.get("strategies", base.strategies)
+    for name in names:
+        if name not in STRATEGIES:
+            raise ConfigError(unknown_name("strategy", name, STRATEGIES))
+    for name in strategy_args:
+        if name not in names:
+            raise ConfigError(f"settings given for strategy {name!r}, which is not in this run "
+                              f"(strategies: {', '.join(names)}); add --strategy {name}")
+    values["strategy_args"] = {name: strategy_params(name, strategy_args.get(name, {}))
+                               for name in names}
+    cfg = LearnConfig(**values)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: LearnConfig) -> None:
+    """Refuse a config that cannot run, with one line saying what to change."""
+    for name, allowed in (("stream", STREAMS), ("scenario", SCENARIOS), ("optimizer", OPTIMIZERS),
+                          ("device", DEVICES)):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(unknown_name(name, getattr(cfg, name), allowed))
+    positive = {"tasks": cfg.tasks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                "eval_batch_size": cfg.eval_batch_size}
+    for opt in ("compute_steps", "steps", "threads"):
+        if getattr(cfg, opt) is not None:
+            positive[opt] = getattr(cfg, opt)
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
+    if cfg.momentum < 0 or cfg.momentum >= 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.compute_flops is not None and cfg.compute_flops <= 0:
+        raise ConfigError(f"compute_flops must be positive, got {cfg.compute_flops}")
+    if not cfg.strategies:
+        raise ConfigError("no strategy given; use --strategy naive for plain fine-tuning")
+    if len(set(cfg.strategies)) != len(cfg.strategies):
+        raise ConfigError(f"a strategy is named twice in {', '.join(cfg.strategies)}")
+    if "independent" in cfg.strategies and cfg.scenario == "domain":
+        raise ConfigError("independent (one model per task) needs task ids or disjoint classes; "
+                          "use --scenario task or class")

@@ -1,0 +1,123 @@
+"""Continual-learning metrics over an accuracy matrix.
+
+``R[i][j]`` is the test accuracy on experience ``j`` after training on experience ``i``. During a
+run only the first ``k`` rows are known, so every function takes a ``k x T`` matrix with
+``k <= T`` and treats row ``k - 1`` as "now". ``b[j]`` is the accuracy of a randomly initialised
+model on experience ``j``.
+
+References:
+
+* ACC, BWT and FWT: D. Lopez-Paz and M. Ranzato, "Gradient Episodic Memory for Continual
+  Learning", NeurIPS 2017, arXiv:1706.08840, section 2.
+* Forgetting: A. Chaudhry, P. K. Dokania, T. Ajanthan and P. H. S. Torr, "Riemannian Walk for
+  Incremental Learning: Understanding Forgetting and Intransigence", ECCV 2018, arXiv:1801.10112.
+
+Invalid matrices raise :class:`ValueError`: they come from code, never from a user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+ArrayLike = Union[np.ndarray, Sequence[Sequence[float]]]
+VectorLike = Union[np.ndarray, Sequence[float]]
+
+
+def _as_unit_array(values: Any, what: str) -> np.ndarray:
+    """``values`` as a float array whose entries are finite and in [0, 1]."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:  # ragged lists or non-numbers
+        raise ValueError(f"{what} is not a numeric array: {exc}") from exc
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} has non-finite values")
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ValueError(f"{what} has values outside [0, 1]")
+    return arr
+
+
+def _check_matrix(R: ArrayLike) -> np.ndarray:
+    """``R`` as a validated ``k x T`` float array with ``1 <= k <= T``."""
+    arr = _as_unit_array(R, "accuracy matrix")
+    if arr.ndim != 2:
+        raise ValueError(f"accuracy matrix must be 2-D, got shape {arr.shape}")
+    rows, cols = arr.shape
+    if rows < 1 or rows > cols:
+        raise ValueError(f"accuracy matrix must have 1 <= rows <= cols, got shape {arr.shape}")
+    return arr
+
+
+def _check_baseline(b: VectorLike, cols: int) -> np.ndarray:
+    """``b`` as a validated vector with one entry per experience."""
+    arr = _as_unit_array(b, "baseline accuracies")
+    if arr.shape != (cols,):
+        raise ValueError(f"baseline accuracies must have shape ({cols},), got {arr.shape}")
+    return arr
+
+
+def average_accuracy(R: ArrayLike) -> float:
+    """ACC: mean accuracy of the latest model over the experiences trained so far."""
+    arr = _check_matrix(R)
+    k = arr.shape[0]
+    return float(arr[k - 1, :k].mean())
+
+
+def accuracy_curve(R: ArrayLike) -> list[float]:
+    """ACC after each finished training step ``i``: the mean of ``R[i, :i+1]``."""
+    arr = _check_matrix(R)
+    return [float(arr[i, : i + 1].mean()) for i in range(arr.shape[0])]
+
+
+def backward_transfer(R: ArrayLike) -> float:
+    """BWT: how much training on later experiences changed accuracy on earlier ones.
+
+    Negative values mean forgetting. Zero with a single row, where nothing came later.
+    """
+    arr = _check_matrix(R)
+    k = arr.shape[0]
+    if k == 1:
+        return 0.0
+    earlier = np.arange(k - 1)
+    return float((arr[k - 1, earlier] - arr[earlier, earlier]).mean())
+
+
+def forward_transfer(R: ArrayLike, b: VectorLike) -> float:
+    """FWT: accuracy on each experience just before training on it, above the random baseline.
+
+    Zero with a single row, where no experience has been seen ahead of its own training step.
+    """
+    arr = _check_matrix(R)
+    base = _check_baseline(b, arr.shape[1])
+    k = arr.shape[0]
+    if k == 1:
+        return 0.0
+    later = np.arange(1, k)
+    return float((arr[later - 1, later] - base[later]).mean())
+
+
+def forgetting(R: ArrayLike) -> float:
+    """Chaudhry's average forgetting after the latest step.
+
+    Uses the best accuracy ever reached on an experience, not the one right after its own
+    training, so a gain from later experiences that is then lost still counts as forgotten.
+    """
+    arr = _check_matrix(R)
+    k = arr.shape[0]
+    if k == 1:
+        return 0.0
+    best = arr[: k - 1, : k - 1].max(axis=0)
+    return float((best - arr[k - 1, : k - 1]).mean())
+
+
+def summarize(R: ArrayLike, b: VectorLike) -> dict[str, Any]:
+    """All metrics as plain Python floats, ready for ``json.dump``."""
+    return {
+        "acc": average_accuracy(R),
+        "bwt": backward_transfer(R),
+        "fwt": forward_transfer(R, b),
+        "forgetting": forgetting(R),
+        "acc_curve": accuracy_curve(R),
+    }

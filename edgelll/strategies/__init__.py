@@ -1,0 +1,56 @@
+"""Continual-learning strategies, one per file, registered by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError, unknown_name
+from .base import Batch, Plan, Strategy
+from .ewc import EWC
+from .independent import Independent
+from .joint import Joint
+from .naive import Naive
+from .replay import Replay
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Naive, Joint, Independent, Replay, EWC)
+}
+
+
+def strategy_params(name: str, raw: dict) -> dict:
+    """Check ``raw`` settings against the strategy's parameters; return all of them, resolved."""
+    from ..config import _coerce
+
+    cls = STRATEGIES[name]
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(unknown_name(f"parameter of strategy {name!r}", key, fields) if fields
+                              else f"strategy {name!r} takes no parameters, got {name}.{key}")
+        default = fields[key].default
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "auto")):
+            values[key] = None
+        elif default is None:  # optional number: read it as written
+            values[key] = _coerce(f"{name}.{key}", value, 0) if _is_int(value) else value
+        else:
+            values[key] = _coerce(f"{name}.{key}", value, default)
+    params = cls.Params(**values)  # __post_init__ checks ranges
+    return dataclasses.asdict(params)
+
+
+def _is_int(value) -> bool:
+    try:
+        return float(value) == int(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def create_strategy(name: str, params: dict) -> Strategy:
+    if name not in STRATEGIES:
+        raise ConfigError(unknown_name("strategy", name, STRATEGIES))
+    cls = STRATEGIES[name]
+    return cls(cls.Params(**params))
+
+
+__all__ = ["STRATEGIES", "Batch", "Plan", "Strategy", "create_strategy", "strategy_params"]

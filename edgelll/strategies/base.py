@@ -1,0 +1,111 @@
+"""The strategy interface: a small fixed set of hooks, each a no-op by default.
+
+The learner calls every hook of every strategy in the order the strategies were given, so
+several compose in one run (``--strategy replay --strategy ewc``). Hooks return values rather than
+reach into the learner; what a strategy keeps is in its ``state_dict()`` (tensors and plain values
+only, so checkpoints load with ``weights_only=True``) and counted by ``memory_bytes()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from ..batch import Batch  # noqa: F401  (re-exported for strategies)
+
+if TYPE_CHECKING:
+    from ..learner import Context
+    from ..streams import Experience
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For strategies without tunable parameters."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the learner will look like at the end of the stream, for budget planning."""
+
+    param_bytes: int  # all parameters of the final model
+    trainable_bytes: int  # parameters that receive gradients
+    sample_bytes: int  # one stored input sample, in its storage dtype
+    n_experiences: int
+    batch_size: int
+
+
+class Strategy:
+    """Base class: override only the hooks a method needs."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params=None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    # -- the hooks, in the order the learner calls them ---------------------------------------
+    def before_experience(self, ctx: Context, exp: Experience) -> None:
+        """Called when an experience starts, before the model is adapted to it."""
+
+    def adapt_model(self, ctx: Context, model: nn.Module, exp: Experience) -> nn.Module:
+        """Return the model to train on ``exp`` (a new or changed one rebuilds the optimizer)."""
+        return model
+
+    def training_data(self, ctx: Context, exp: Experience, data: Batch) -> Batch:
+        """Return the data set the experience trains on (joint training widens it)."""
+        return data
+
+    def mix_batch(self, ctx: Context, batch: Batch) -> Batch:
+        """Return the batch to train on (replay adds stored samples)."""
+        return batch
+
+    def extra_loss(self, ctx: Context, batch: Batch, x: torch.Tensor,
+                   logits: torch.Tensor) -> torch.Tensor | None:
+        """An extra term added to the loss (``x`` is the normalised input)."""
+        return None
+
+    def after_backward(self, ctx: Context) -> None:
+        """Called between backward and the optimiser step (gradient surgery goes here)."""
+
+    def after_experience(self, ctx: Context, exp: Experience, data: Batch) -> None:
+        """Called when training on ``exp`` ends; ``data`` is what it trained on."""
+
+    # -- state and bytes ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict`."""
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the strategy holds between steps (what :meth:`memory_bytes` counts)."""
+        return []
+
+    def memory_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors())
+
+    def planned_bytes(self, plan: Plan) -> int:
+        """The most the strategy's fixed state will take during the run."""
+        return 0
+
+    def fit_budget(self, plan: Plan, bytes_left: int) -> None:
+        """Size a knob (e.g. a buffer) to the bytes left once every fixed part is counted."""
+
+    def extra_rows(self, batch_size: int) -> int:
+        """How many rows the strategy adds to each training batch (for activations and FLOPs)."""
+        return 0
+
+
+def tensor_bytes(state) -> int:
+    """Bytes of every tensor inside a nested structure of dicts, lists and tensors."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0

@@ -1,0 +1,36 @@
+"""Multi-layer perceptrons: the 784-400-400-10 network of the continual-learning literature."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .base import EdgeModel
+from .registry import register
+
+
+def _mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers)
+
+
+@register("mlp", "fully connected ReLU network, hidden widths configurable (default 400-400)")
+def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (400, 400),
+        multi_head: bool = False) -> EdgeModel:
+    hidden = tuple(int(h) for h in hidden)
+    if not hidden or min(hidden) < 1:
+        raise ValueError("hidden widths must be positive integers, e.g. --set model.hidden=400,400")
+    return EdgeModel("mlp", {"hidden": hidden}, _mlp(input_shape, hidden), hidden[-1], n_classes,
+                     multi_head)
+
+
+@register("mlp-small", "two 100-unit hidden layers: a microcontroller-sized MLP")
+def mlp_small(input_shape: tuple[int, ...], n_classes: int, multi_head: bool = False) -> EdgeModel:
+    model = mlp(input_shape, n_classes, hidden=(100, 100), multi_head=multi_head)
+    model.name, model.args = "mlp-small", {}
+    return model
