@@ -296,7 +296,8 @@ class Learner:
                 steps += 1
                 flops += flops_per_row * len(batch)
                 if steps % 25 == 0 or steps == total:
-                    self.reporter.advance(25 if steps % 25 == 0 else steps % 25)
+                    self.reporter.advance(25 if steps % 25 == 0 else steps % 25,
+                                          loss.item() if self.reporter.console else None)
         mean_loss = (loss_sum / max(1, steps)).item()
         if not math.isfinite(mean_loss):
             raise EdgelllError(f"training diverged on experience {exp.index} (loss {mean_loss}); "

@@ -1,0 +1,1 @@
+"""The ``edgelll`` command line, installed as ``edgelll.cli``: one thin file per command."""

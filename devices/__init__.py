@@ -1,0 +1,1 @@
+"""Device profiles (TOML data only), installed as ``edgelll.devices``."""
