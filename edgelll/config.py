@@ -28,7 +28,13 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10, "m":
 
 def parse_size(text: str | int | None) -> int | None:
     """Bytes from ``4MiB``, ``512KiB``, ``1.5MB`` or a plain integer (KB/MB are powers of 1000)."""
-    if text is None or isinstance(text, int):
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise ConfigError(f"cannot read the size {text!r}; write it like 4MiB, 512KiB, 1.5MB or 65536")
+    if isinstance(text, int):
+        if text < 1:
+            raise ConfigError(f"size {text!r} is less than one byte")
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
@@ -109,7 +115,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         if isinstance(default, tuple):
             items = value if isinstance(value, (list, tuple)) else [value]
-            return tuple(_parse_literal(v) if isinstance(v, str) else v for v in items)
+            items = [_parse_literal(v) if isinstance(v, str) else v for v in items]
+            if default:  # every item like the default's (e.g. widths are ints)
+                return tuple(_coerce(name, v, default[0]) for v in items)
+            return tuple(items)
         return value
     except ValueError:
         raise ConfigError(f"{name} must be like {default!r}, got {value!r}") from None
@@ -134,8 +143,14 @@ def _parse_literal(text: str) -> Any:
     return text
 
 
+def _is_none(value: Any) -> bool:
+    """None, or text that reads as None (none, None, null, auto) in a file or ``--set``."""
+    return value is None or (isinstance(value, str) and _parse_literal(value) is None)
+
+
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
-    """``["replay.size=2000", "lr=0.01"]`` -> ``{"replay": {"size": "2000"}, "lr": "0.01"}``."""
+    """``["replay.size=2000", "lr=0.01"]`` -> ``{"replay": {"size": "2000"}, "lr": "0.01"}``;
+    ``model.KEY=VALUE`` goes to ``{"model_args": {KEY: VALUE}}``."""
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -143,7 +158,8 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
             raise ConfigError(f"--set takes KEY=VALUE (e.g. --set replay.size=2000), got {item!r}")
         scope, dot, param = key.strip().partition(".")
         if dot:
-            out.setdefault(scope, {})[param] = value
+            # model.KEY goes to model_args: "model" itself is also a setting (--set model=convnet).
+            out.setdefault("model_args" if scope == "model" else scope, {})[param] = value
         else:
             out[scope] = value
     return out
@@ -158,7 +174,10 @@ def load_config_file(path: str | Path) -> dict:
         if path.suffix == ".json":
             raw = json.loads(text)
         else:
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: the tomli backport (a dependency there)
+                import tomli as tomllib
             raw = tomllib.loads(text)
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}".splitlines()[0]) from None
@@ -199,9 +218,9 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         if key == "memory":
             values[key] = parse_size(value)
         elif key in ("compute_steps", "threads", "steps"):
-            values[key] = None if value in (None, "none") else _coerce(key, value, 0)
+            values[key] = None if _is_none(value) else _coerce(key, value, 0)
         elif key == "compute_flops":
-            values[key] = None if value in (None, "none") else _coerce(key, value, 0.0)
+            values[key] = None if _is_none(value) else _coerce(key, value, 0.0)
         elif key == "strategies":
             items = [value] if isinstance(value, str) else list(value)
             values[key] = tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())

@@ -31,8 +31,10 @@ def strategy_params(name: str, raw: dict) -> dict:
         default = fields[key].default
         if value is None or (isinstance(value, str) and value.lower() in ("none", "auto")):
             values[key] = None
-        elif default is None:  # optional number: read it as written
-            values[key] = _coerce(f"{name}.{key}", value, 0) if _is_int(value) else value
+        elif default is None:  # optional counts (None: sized automatically)
+            if not _is_int(value) or isinstance(value, bool):
+                raise ConfigError(f"{name}.{key} must be a whole number or auto, got {value!r}")
+            values[key] = int(float(value))
         else:
             values[key] = _coerce(f"{name}.{key}", value, default)
     params = cls.Params(**values)  # __post_init__ checks ranges

@@ -1,11 +1,17 @@
 """Elastic Weight Consolidation (Kirkpatrick et al. 2017, arXiv:1612.00796).
 
 After each experience k the diagonal of the empirical Fisher information,
-F_k = E_(x,y) [ (d log p(y|x, theta) / d theta)^2 ] at theta*_k, is stored with theta*_k, and later
-training adds  (lambda / 2) * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2  (one penalty per past
-experience, as in the paper). Per-sample gradients come from ``torch.func`` (vmap over grad) in
-chunks, never from a Python loop over samples. Parameters that grew (a wider head) are penalised on
-the part that existed at the anchor; new parameters are free.
+F_k = E_(x,y) [ (d log p(y|x, theta) / d theta)^2 ] at theta*_k, is computed, and later training
+adds the paper's penalty with one term per past experience:
+
+    (lambda / 2) * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2.
+
+The K terms are kept folded into one quadratic with the same value and gradient:
+sum_k F_k (theta - a_k)^2 = F (theta - a)^2 + c with F = sum_k F_k, a = sum_k F_k a_k / F and the
+scalar c = sum_k F_k a_k^2 - F a^2, so state and per-step cost do not grow with the number of
+experiences (2x the parameters, not 2Kx). Per-sample gradients come from ``torch.func`` (vmap over
+grad) in chunks, never a Python loop over samples. Parameters that grew (a wider head) are penalised
+on the part that existed at the anchor; new rows are free.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from .base import Batch, Plan, Strategy
 @dataclass(frozen=True)
 class EWCParams:
     lam: float = 5000.0  # penalty strength lambda
-    fisher_samples: int = 1024  # samples of the experience used for the Fisher (0: all)
+    fisher_samples: int = 512  # samples of the experience used for the Fisher (0: all)
     chunk: int = 64  # per-sample gradients computed at once (bounds temporary memory)
 
     def __post_init__(self) -> None:
@@ -36,6 +42,57 @@ class EWCParams:
 def empirical_fisher(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                      t: torch.Tensor | None, chunk: int = 64) -> dict[str, torch.Tensor]:
     """Mean over samples of the squared gradient of -log p(y|x) for every trainable parameter."""
+    fast = _linear_fisher(model, x, y, t, max(chunk, 256))
+    return fast if fast is not None else _vmap_fisher(model, x, y, t, chunk)
+
+
+def _linear_fisher(model, x, y, t, chunk) -> dict[str, torch.Tensor] | None:
+    """Exact shortcut when every trainable parameter is in an ``nn.Linear`` applied once per sample:
+    sample i's weight gradient is g_i a_i^T (g: gradient at the layer's output, a: its input), so
+    sum_i (g_i a_i^T)^2 = (G^2)^T (A^2) -- one matmul, no per-sample gradient in memory.
+    Returns None when the model has other parameters, so the general path is used."""
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    covered = {f"{n}.{k}" for n, m in linears.items() for k, _ in m.named_parameters(recurse=False)}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    if not trainable or not trainable <= covered:
+        return None
+    seen: dict[str, list] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            output.retain_grad()
+            seen.setdefault(name, []).append((inputs[0].detach(), output))
+        return fn
+
+    fisher = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, x.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            seen.clear()
+            out = model(x[sl], None if t is None else t[sl])
+            if any(len(v) != 1 for v in seen.values()):
+                return None  # a layer applied twice per sample: the identity does not hold
+            # Summed (not averaged) loss: each sample's output gradient is its own gradient.
+            grads = torch.autograd.grad(F.cross_entropy(out, y[sl], reduction="sum"),
+                                        [o for v in seen.values() for _, o in v])
+            for (name, [(a, _)]), g in zip(seen.items(), grads):
+                a2, g2 = a.reshape(-1, a.shape[-1]).pow(2), g.reshape(-1, g.shape[-1]).pow(2)
+                if f"{name}.weight" in fisher:
+                    fisher[f"{name}.weight"] += g2.T @ a2
+                if f"{name}.bias" in fisher:
+                    fisher[f"{name}.bias"] += g2.sum(0)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: f / x.shape[0] for k, f in fisher.items()}
+
+
+def _vmap_fisher(model, x, y, t, chunk) -> dict[str, torch.Tensor]:
+    """General path: per-sample gradients with torch.func (vmap over grad), in chunks."""
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
     buffers = dict(model.named_buffers())
@@ -53,24 +110,50 @@ def empirical_fisher(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         sl = slice(start, start + chunk)
         g = per_sample(params, x[sl], y[sl], None if t is None else t[sl])
         for k, gk in g.items():
-            fisher[k] += gk.pow(2).sum(0)
+            fisher[k] += torch.einsum("n...,n...->...", gk, gk)  # sum of squares, no temporary
     model.train(was_training)
     return {k: f / x.shape[0] for k, f in fisher.items()}
 
 
-def quadratic_penalty(model: torch.nn.Module, importances: list[dict], anchors: list[dict]) -> torch.Tensor:
-    """sum_k sum_i Omega_k,i (theta_i - theta*_k,i)^2 over each stored (importance, anchor) pair."""
+def quadratic_penalty(model: torch.nn.Module, omega: dict, anchor: dict) -> torch.Tensor:
+    """sum_i Omega_i (theta_i - anchor_i)^2 over the parameters (and parts) ``omega`` covers."""
     current = dict(model.named_parameters())
     total = None
-    for omega, anchor in zip(importances, anchors):
-        for name, w in omega.items():
-            p = current.get(name)
-            if p is None or not p.requires_grad:
-                continue
-            p = p[tuple(slice(0, n) for n in w.shape)]  # the part that existed at the anchor
-            term = (w * (p - anchor[name]).pow(2)).sum()
-            total = term if total is None else total + term
+    for name, w in omega.items():
+        p = current.get(name)
+        if p is None or not p.requires_grad:
+            continue
+        p = p[tuple(slice(0, n) for n in w.shape)]  # the part that existed at the anchor
+        term = (w * (p - anchor[name]).pow(2)).sum()
+        total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
+
+
+def _pad(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if t.shape == shape:
+        return t
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out
+
+
+def fold_quadratics(omega: dict, anchor: dict, offset: float, new_omega: dict,
+                    new_anchor: dict) -> tuple[dict, dict, float]:
+    """Add the term new_omega (theta - new_anchor)^2 to omega (theta - anchor)^2 + offset,
+    returning the single quadratic (and scalar) equal to the sum for every theta."""
+    out_w, out_a = {}, {}
+    for name, fw in new_omega.items():
+        fa = new_anchor[name]
+        ow = _pad(omega[name], fw.shape) if name in omega else torch.zeros_like(fw)
+        oa = _pad(anchor[name], fw.shape) if name in anchor else torch.zeros_like(fa)
+        w = ow + fw
+        a = torch.where(w > 0, (ow * oa + fw * fa) / w.clamp_min(torch.finfo(w.dtype).tiny), fa)
+        offset += float((ow.double() * oa.double() ** 2).sum() + (fw.double() * fa.double() ** 2).sum()
+                        - (w.double() * a.double() ** 2).sum())
+        out_w[name], out_a[name] = w, a
+    for name in omega.keys() - new_omega.keys():  # a parameter no longer trained keeps its term
+        out_w[name], out_a[name] = omega[name], anchor[name]
+    return out_w, out_a, offset
 
 
 class EWC(Strategy):
@@ -80,34 +163,41 @@ class EWC(Strategy):
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
-        self.fishers: list[dict[str, torch.Tensor]] = []
-        self.anchors: list[dict[str, torch.Tensor]] = []
+        self.omega: dict[str, torch.Tensor] = {}  # summed Fisher
+        self.anchor: dict[str, torch.Tensor] = {}  # Fisher-weighted mean of the anchors
+        self.offset = 0.0  # makes the folded penalty equal the paper's sum of terms
+        self.experiences = 0
 
     def extra_loss(self, ctx, batch, x, logits):
-        if not self.fishers or self.params.lam == 0:
+        if not self.omega or self.params.lam == 0:
             return None
-        return 0.5 * self.params.lam * quadratic_penalty(ctx.model, self.fishers, self.anchors)
+        return 0.5 * self.params.lam * (quadratic_penalty(ctx.model, self.omega, self.anchor)
+                                        + self.offset)
 
-    def after_experience(self, ctx, exp, data: Batch) -> None:
+    def importance(self, ctx, data: Batch) -> dict[str, torch.Tensor]:
         n = len(data) if self.params.fisher_samples == 0 else min(len(data), self.params.fisher_samples)
         idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.y.device)
         t = data.t[idx] if ctx.stream.uses_task_ids else None
-        fisher = empirical_fisher(ctx.model, ctx.stream.prepare(data.x[idx]), data.y[idx], t,
-                                  self.params.chunk)
-        self.fishers.append(fisher)
-        self.anchors.append({k: p.detach().clone() for k, p in ctx.model.named_parameters()
-                             if k in fisher})
+        return empirical_fisher(ctx.model, ctx.stream.prepare(data.x[idx]), data.y[idx], t,
+                                self.params.chunk)
+
+    def after_experience(self, ctx, exp, data: Batch) -> None:
+        fisher = self.importance(ctx, data)
+        anchor = {k: p.detach().clone() for k, p in ctx.model.named_parameters() if k in fisher}
+        self.omega, self.anchor, self.offset = fold_quadratics(self.omega, self.anchor, self.offset,
+                                                               fisher, anchor)
+        self.experiences += 1
 
     def tensors(self) -> list[torch.Tensor]:
-        return [t for group in (*self.fishers, *self.anchors) for t in group.values()]
+        return [*self.omega.values(), *self.anchor.values()]
 
     def planned_bytes(self, plan: Plan) -> int:
-        # One Fisher and one anchor per experience, each at most the final trainable size.
-        return 2 * plan.n_experiences * plan.trainable_bytes
+        return 2 * plan.param_bytes  # one folded importance and one anchor per parameter
 
     def state_dict(self) -> dict:
-        return {"fishers": self.fishers, "anchors": self.anchors}
+        return {"omega": self.omega, "anchor": self.anchor, "offset": self.offset,
+                "experiences": self.experiences}
 
     def load_state_dict(self, state: dict) -> None:
-        self.fishers = [dict(f) for f in state["fishers"]]
-        self.anchors = [dict(a) for a in state["anchors"]]
+        self.omega, self.anchor = dict(state["omega"]), dict(state["anchor"])
+        self.offset, self.experiences = float(state["offset"]), int(state["experiences"])

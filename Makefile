@@ -1,0 +1,29 @@
+# Quick start: `make learn` (set up and run the default job), `make test` (set up and run the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: learn test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,export]'
+	touch $@
+
+install: $(STAMP)
+
+learn: $(STAMP)
+	$(BIN)/edgelll learn
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/split_mnist.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
