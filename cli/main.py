@@ -34,7 +34,27 @@ def root(
 
 
 def main() -> None:
-    app()
+    """Entry point: Typer's own usage errors become one ``error:`` line and exit 2 as well."""
+    import sys
+
+    from typer.exceptions import TyperException
+
+    if len(sys.argv) == 1:
+        return app()  # no arguments: the help text
+    try:
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised inside
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except TyperException as exc:
+        if DEBUG["on"] or "--debug" in sys.argv:
+            raise
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         elif key == "compute_flops":
             values[key] = None if _is_none(value) else _coerce(key, value, 0.0)
         elif key == "strategies":
+            if not isinstance(value, (str, list, tuple)):
+                raise ConfigError(f"strategies must be a name or a list of names, got {value!r}")
             items = [value] if isinstance(value, str) else list(value)
             values[key] = tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())
         else:
@@ -265,7 +267,7 @@ def check(cfg: LearnConfig) -> None:
         raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
     if cfg.momentum < 0 or cfg.momentum >= 1:
         raise ConfigError(f"momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.compute_flops is not None and cfg.compute_flops <= 0:
+    if cfg.compute_flops is not None and not (0 < cfg.compute_flops < math.inf):
         raise ConfigError(f"compute_flops must be positive, got {cfg.compute_flops}")
     if not cfg.strategies:
         raise ConfigError("no strategy given; use --strategy naive for plain fine-tuning")

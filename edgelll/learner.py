@@ -10,6 +10,7 @@ accuracy matrix over every experience (future ones too, for FWT), and an atomic 
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import time
@@ -179,7 +180,14 @@ class Learner:
             raise CheckpointError(f"{self.run_dir} is not an edgelll run directory (no config.json)")
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            raise CheckpointError(f"{self.run_dir} has no checkpoint yet; start it again without --resume")
+            # Stopped during its first experience: nothing was completed, so the run starts over
+            # in its own directory under the config it was created with.
+            stored = json.loads((self.run_dir / "config.json").read_text())
+            if stored != self.cfg.to_dict():
+                raise CheckpointError(f"{self.run_dir / 'config.json'} holds a different config; "
+                                      f"it cannot be resumed with this one")
+            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+            return
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("config") != self.cfg.to_dict():
             raise CheckpointError(f"checkpoint {path} was written by a different config than "

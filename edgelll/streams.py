@@ -98,7 +98,10 @@ def _class_order(spec: str, classes: list[int], seed: int) -> list[int]:
 
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda":  # pinned host memory makes the copy asynchronous
+        return t.pin_memory().to(device, non_blocking=True)
+    return t  # on CPU the tensor shares the array's memory: no copy
 
 
 def make_stream(data: Dataset, stream: str, scenario: str, tasks: int, class_order: str = "natural",

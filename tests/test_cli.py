@@ -441,6 +441,7 @@ BAD = [
     pytest.param(["--set", "replay.size"], ["KEY=VALUE", "replay.size"], id="set-without-equals"),
     pytest.param(["--set", "replay.nope=1"], ["nope", "size"], id="set-unknown-param"),
     pytest.param(["-s", "ewc", "--set", "ewc.lam=-5"], ["ewc.lam"], id="set-negative-lambda"),
+    pytest.param(["--set", "replay.size=abc"], ["replay.size", "'abc'"], id="set-not-a-number"),
     pytest.param(["--set", "ewc.lam=1"], ["ewc", "--strategy ewc"], id="set-strategy-not-in-run"),
     pytest.param(["--lr", "-1"], ["lr"], id="lr-negative"),
     pytest.param(["--compute", "0"], ["compute"], id="compute-0"),
@@ -600,29 +601,32 @@ def test_memory_budget_respected(tmp_path, monkeypatch):
     assert mem["components"]["strategy:replay"] > 0  # the buffer got the room that was left
 
 
-# -- known library bugs (outside cli/): these inputs still crash with a traceback -----------------
-# strict: once the library is fixed these XPASS and fail, so the marker has to be removed.
+# -- inputs that once crashed with a traceback inside the library ----------------------------------
 
-KNOWN_LIBRARY_BUGS = [
-    pytest.param(["--compute-flops", "nan"], ["compute_flops"], id="compute-flops-nan",
-                 marks=pytest.mark.xfail(strict=True, reason="config.check lets NaN through; "
-                                         "budget.steps_for_flops raises ValueError")),
-    pytest.param(["--compute-flops", "inf"], ["compute_flops"], id="compute-flops-inf",
-                 marks=pytest.mark.xfail(strict=True, reason="config.check lets inf through; "
-                                         "budget.steps_for_flops raises ValueError")),
-    pytest.param(["--set", "replay.size=abc"], ["replay.size"], id="set-replay-size-not-a-number",
-                 marks=pytest.mark.xfail(strict=True, reason="strategies/replay.py compares the "
-                                         "raw string: TypeError")),
-    pytest.param(["--config", "strategies5.json"], ["strategies"], id="config-strategies-not-a-list",
-                 marks=pytest.mark.xfail(strict=True, reason="config.resolve calls list(5): "
-                                         "TypeError")),
+NON_FINITE_AND_MISTYPED = [
+    pytest.param(["--compute-flops", "nan"], ["compute_flops"], id="compute-flops-nan"),
+    pytest.param(["--compute-flops", "inf"], ["compute_flops"], id="compute-flops-inf"),
+    pytest.param(["--config", "strategies5.json"], ["strategies"], id="config-strategies-not-a-list"),
 ]
 
 
-@pytest.mark.parametrize("args, needles", KNOWN_LIBRARY_BUGS)
-def test_bad_input_known_library_bugs(tmp_path, monkeypatch, args, needles):
+@pytest.mark.parametrize("args, needles", NON_FINITE_AND_MISTYPED)
+def test_bad_input_non_finite_and_mistyped(tmp_path, monkeypatch, args, needles):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "strategies5.json").write_text('{"strategies": 5}\n')
     before = snapshot(tmp_path)
     assert_one_line_error(learn(*args, "--out", "out"), *needles)
     assert snapshot(tmp_path) == before
+
+
+def test_console_script_turns_usage_errors_into_one_line(tmp_path):
+    """The installed entry point (not the test runner) also answers parse errors in one line."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-c", "import sys; from edgelll.cli.main import main; sys.argv[0]='edgelll'; main()"]
+    for args in (["learn", "--tasks", "abc"], ["learn", "--bogus"]):
+        proc = subprocess.run(cmd + args, capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+        assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
