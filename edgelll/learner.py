@@ -31,7 +31,7 @@ from .errors import CheckpointError, ConfigError, EdgelllError
 from .models import create_model, rebuild
 from .report import Reporter
 from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
-                   save_checkpoint, write_json)
+                   remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Strategy, create_strategy
 from .streams import Experience, Stream, make_stream
 
@@ -178,6 +178,7 @@ class Learner:
     def _resume(self) -> None:
         if self.run_dir is None or not (self.run_dir / "config.json").is_file():
             raise CheckpointError(f"{self.run_dir} is not an edgelll run directory (no config.json)")
+        remove_stale_temporaries(self.run_dir)
         path = latest_checkpoint(self.run_dir)
         if path is None:
             # Stopped during its first experience: nothing was completed, so the run starts over

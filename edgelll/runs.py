@@ -76,6 +76,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete temporary files a killed writer left behind (never a finished file)."""
+    stale = [p for d in (Path(run_dir), Path(run_dir) / "checkpoints") if d.is_dir()
+             for p in d.glob(".*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def unique_run_dir(root: Path, name: str) -> Path:
     """``root/name``, or ``root/name-2``, ``-3``... if taken; the directory is not created."""
     root = Path(root)
