@@ -107,7 +107,8 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
     plan = Plan(param_bytes=sum(p.nbytes for p in params),
                 trainable_bytes=sum(p.nbytes for p in trainable),
                 sample_bytes=stream.sample_bytes, n_experiences=len(stream),
-                batch_size=cfg.batch_size)
+                batch_size=cfg.batch_size,
+                train_bytes=tuple(e.train_bytes for e in stream.experiences))
     rows = cfg.batch_size + sum(s.extra_rows(cfg.batch_size) for s in strategies)
     fixed = {
         "parameters": plan.param_bytes,
@@ -116,10 +117,9 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
         "buffers": sum(b.nbytes for b in sim.buffers()),
         "activations": activation_bytes_per_row * rows,
     }
+    knobs = [s for s in strategies if cfg.memory is not None and s.sized_by_budget()]
     for s in strategies:
-        if s.name == "joint":
-            fixed["strategy:joint"] = sum(e.train_bytes for e in stream.experiences[:-1])
-        elif s.name != "replay" or s.params.size is not None:
+        if s not in knobs:
             fixed[f"strategy:{s.name}"] = s.planned_bytes(plan)
     if cfg.memory is not None:
         total = sum(fixed.values())
@@ -128,12 +128,9 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
             raise BudgetError(f"--memory {format_bytes(cfg.memory)} is too small: {parts} need "
                               f"{format_bytes(total)}, {format_bytes(total - cfg.memory)} over; raise "
                               f"--memory, use a smaller --model or --batch-size, or drop a strategy")
-        for s in strategies:
-            if f"strategy:{s.name}" not in fixed:
-                s.fit_budget(plan, cfg.memory - sum(fixed.values()))
-                fixed[f"strategy:{s.name}"] = s.planned_bytes(plan)
-    for s in strategies:
-        fixed.setdefault(f"strategy:{s.name}", s.planned_bytes(plan))
+        for s in knobs:  # each knob takes what is left after the ones before it
+            s.fit_budget(plan, cfg.memory - sum(fixed.values()))
+            fixed[f"strategy:{s.name}"] = s.planned_bytes(plan)
     return fixed, plan
 
 

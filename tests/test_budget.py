@@ -88,3 +88,12 @@ def test_independent_counts_every_member():
     member = (64 * 16 + 16 + 16 * 2 + 2) * 4
     assert result.memory["components"]["parameters"] == 5 * member
     assert result.memory["planned"]["parameters"] == 5 * member
+
+
+def test_joint_plan_equals_the_data_it_keeps():
+    result = Learner(_cfg(strategies=["joint"], epochs=1)).run()
+    kept = result.memory["components"]["strategy:joint"]
+    assert kept == result.memory["planned"]["strategy:joint"]
+    # Everything but the last experience: (1433 - its 287 samples) x (64 B image + two int64s).
+    last = result.experiences[-1]["samples"] - result.experiences[-2]["samples"]
+    assert kept == (1433 - last) * (64 + 16)

@@ -35,6 +35,7 @@ class Plan:
     sample_bytes: int  # one stored input sample, in its storage dtype
     n_experiences: int
     batch_size: int
+    train_bytes: tuple[int, ...] = ()  # each experience's training data, in storage bytes
 
 
 class Strategy:
@@ -91,6 +92,10 @@ class Strategy:
     def planned_bytes(self, plan: Plan) -> int:
         """The most the strategy's fixed state will take during the run."""
         return 0
+
+    def sized_by_budget(self) -> bool:
+        """True when a knob (e.g. the buffer size) is left for :meth:`fit_budget` to choose."""
+        return False
 
     def fit_budget(self, plan: Plan, bytes_left: int) -> None:
         """Size a knob (e.g. a buffer) to the bytes left once every fixed part is counted."""

@@ -33,5 +33,4 @@ class Joint(Strategy):
         return self._past_bytes
 
     def planned_bytes(self, plan: Plan) -> int:
-        # Known only once the stream is built; the learner adds the stream's own data bytes.
-        return 0
+        return sum(plan.train_bytes[:-1])  # all but the last experience's data is kept

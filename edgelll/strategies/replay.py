@@ -56,6 +56,9 @@ class Replay(Strategy):
     def planned_bytes(self, plan: Plan) -> int:
         return self.capacity * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES)
 
+    def sized_by_budget(self) -> bool:
+        return self.params.size is None
+
     def fit_budget(self, plan: Plan, bytes_left: int) -> None:
         per = plan.sample_bytes + ExemplarBuffer.LABEL_BYTES
         if self.params.size is None:
