@@ -299,8 +299,10 @@ class Learner:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 for s in self.strategies:
-                    s.after_backward(ctx)
+                    s.after_backward(ctx, batch)
                 opt.step()
+                for s in self.strategies:
+                    s.after_step(ctx, batch)
                 loss_sum += loss.detach()
                 steps += 1
                 flops += flops_per_row * len(batch)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .base import EdgeModel
+from .registry import register_wrapper, rebuild
 
 
 class ModelPerTask(nn.Module):
@@ -29,7 +30,6 @@ class ModelPerTask(nn.Module):
     def adapt(self, exp) -> bool:
         if exp.task_id < len(self.members):
             return False
-        from .registry import rebuild  # a fresh member: same network, new random weights
         first = self.members[0]
         arch = first.arch()
         arch["head"] = {"kind": "single", "sizes": [exp.n_local_classes]}
@@ -54,3 +54,8 @@ class ModelPerTask(nn.Module):
         index = task_ids.clamp(max=len(outs) - 1).view(1, -1, 1).expand(1, -1, width)
         logits = stacked.gather(0, index).squeeze(0)
         return logits.masked_fill((task_ids >= len(outs)).view(-1, 1), float("-inf"))
+
+
+@register_wrapper(ModelPerTask.name)
+def _rebuild(arch: dict, input_shape: tuple[int, ...]) -> ModelPerTask:
+    return ModelPerTask([rebuild(m, input_shape) for m in arch["members"]], arch["route"])

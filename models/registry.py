@@ -9,6 +9,17 @@ from collections.abc import Callable
 from edgelll.errors import ConfigError, unknown_name
 
 _MODELS: dict[str, tuple[Callable, str]] = {}
+_WRAPPERS: dict[str, Callable] = {}
+
+
+def register_wrapper(name: str) -> Callable:
+    """Register how to rebuild a module that wraps another model (a bias-correction layer, a
+    nearest-mean head, a column per task): ``fn(arch, input_shape) -> nn.Module``, where ``arch`` is
+    what the wrapper's own ``arch()`` returned (it holds the inner model's arch)."""
+    def deco(fn: Callable) -> Callable:
+        _WRAPPERS[name] = fn
+        return fn
+    return deco
 
 
 def register(name: str, description: str) -> Callable:
@@ -52,9 +63,8 @@ def create_model(name: str, input_shape: tuple[int, ...], n_classes: int, multi_
 
 def rebuild(arch: dict, input_shape: tuple[int, ...]):
     """Make the network described by ``EdgeModel.arch()`` again, head grown to the stored sizes."""
-    if arch["name"] == "per-task":
-        from .per_task import ModelPerTask
-        return ModelPerTask([rebuild(m, input_shape) for m in arch["members"]], arch["route"])
+    if arch["name"] in _WRAPPERS:
+        return _WRAPPERS[arch["name"]](arch, input_shape)
     head = arch["head"]
     model = create_model(arch["name"], input_shape, int(head["sizes"][0]),
                          multi_head=head["kind"] == "multi", **arch["args"])

@@ -6,15 +6,30 @@ import dataclasses
 
 from ..errors import ConfigError, unknown_name
 from .base import Batch, Plan, Strategy
-from .ewc import EWC
-from .independent import Independent
-from .joint import Joint
-from .naive import Naive
-from .replay import Replay
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Naive, Joint, Independent, Replay, EWC)
-}
+
+def _discover() -> dict[str, type[Strategy]]:
+    """Every Strategy subclass with a name, from every module of this package (one per method)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+    found, stack = {}, list(Strategy.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.name:
+            if cls.name in found and found[cls.name] is not cls:
+                raise RuntimeError(f"two strategies are named {cls.name!r}")
+            found[cls.name] = cls
+    order = ["naive", "joint", "independent", "replay", "ewc"]
+    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                      else len(order), kv[0])))
+
+
+STRATEGIES: dict[str, type[Strategy]] = _discover()
 
 
 def strategy_params(name: str, raw: dict) -> dict:

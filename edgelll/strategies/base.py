@@ -69,8 +69,11 @@ class Strategy:
         """An extra term added to the loss (``x`` is the normalised input)."""
         return None
 
-    def after_backward(self, ctx: Context) -> None:
+    def after_backward(self, ctx: Context, batch: Batch) -> None:
         """Called between backward and the optimiser step (gradient surgery goes here)."""
+
+    def after_step(self, ctx: Context, batch: Batch) -> None:
+        """Called after the optimiser step (path integrals over the parameter trajectory)."""
 
     def after_experience(self, ctx: Context, exp: Experience, data: Batch) -> None:
         """Called when training on ``exp`` ends; ``data`` is what it trained on."""
