@@ -321,7 +321,9 @@ class Learner:
         memory = {"total": sum(self.peak_memory.values()), "components": dict(self.peak_memory),
                   "planned": {**self.planned, "total": sum(self.planned.values())},
                   "limit": self.cfg.memory}
+        reports = {s.name: r for s in self.strategies if (r := s.report())}
         return {"acc_matrix": self.acc, "random_init_acc": self.random_acc, **summary,
+                **({"strategies": reports} if reports else {}),
                 "seconds": seconds if seconds is not None else sum(s["seconds"] for s in self.stats),
                 "experiences": self.stats, "memory_bytes": memory,
                 "complete": self.next_experience >= len(self.stream)}

@@ -78,6 +78,10 @@ class Strategy:
     def after_experience(self, ctx: Context, exp: Experience, data: Batch) -> None:
         """Called when training on ``exp`` ends; ``data`` is what it trained on."""
 
+    def report(self) -> dict:
+        """Figures of the strategy's own for metrics.json (plain values), e.g. a teacher's matrix."""
+        return {}
+
     # -- state and bytes ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {}
