@@ -37,7 +37,9 @@ def probe(model: nn.Module, sample: torch.Tensor, task_ids: torch.Tensor | None)
     acts, flops = [0], [0]
 
     def hook(module, inputs, output):
-        if isinstance(output, torch.Tensor):
+        shares_input = any(isinstance(i, torch.Tensor) and i.data_ptr() == output.data_ptr()
+                           for i in inputs) if isinstance(output, torch.Tensor) else True
+        if not shares_input:  # a view (Flatten, reshape) takes no memory of its own
             acts[0] += output.nbytes
         if isinstance(module, nn.Linear):
             flops[0] += 2 * module.in_features * module.out_features * output.shape[0]
@@ -108,7 +110,7 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
                 trainable_bytes=sum(p.nbytes for p in trainable),
                 sample_bytes=stream.sample_bytes, n_experiences=len(stream),
                 batch_size=cfg.batch_size,
-                train_bytes=tuple(e.train_bytes for e in stream.experiences))
+                train_bytes=tuple(e.train_bytes for e in stream.experiences), model=model)
     rows = cfg.batch_size + sum(s.extra_rows(cfg.batch_size) for s in strategies)
     fixed = {
         "parameters": plan.param_bytes,

@@ -1,4 +1,5 @@
-"""Exemplar memory: a reservoir over the stream (Vitter 1985, Algorithm R) or class-balanced.
+"""Exemplar memory: a reservoir over the stream (Vitter 1985, Algorithm R), class-balanced at
+random, or class-balanced by herding (Rebuffi et al. 2017, iCaRL, arXiv:1611.07725, Algorithm 4).
 
 Samples are stored in their source dtype (uint8 images stay uint8: four times the exemplars of
 float32 in the same bytes) and converted on the fly when a batch is drawn. Labels and task ids are
@@ -11,6 +12,41 @@ from __future__ import annotations
 import torch
 
 from .batch import Batch
+
+
+def herding_select(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL's Algorithm 4: indices of ``m`` samples of one class, in selection order.
+
+    With phi the L2-normalised features and mu = mean(phi), step k picks
+    p_k = argmin_x || mu - (phi(x) + sum_{j<k} phi(p_j)) / k ||  over samples not yet picked,
+    so the running mean of the chosen exemplars tracks the class mean. Each step is one vectorised
+    distance over all candidates (a loop over m, never over samples); ties go to the lower index.
+    ``m`` larger than the number of samples selects them all.
+    """
+    phi = torch.nn.functional.normalize(features.detach().float().flatten(1), dim=1)
+    n = phi.shape[0]
+    m = min(int(m), n)
+    mu = phi.mean(0)
+    chosen = torch.empty(m, dtype=torch.long, device=phi.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=phi.device)
+    running = torch.zeros_like(mu)  # sum of the chosen features
+    for k in range(1, m + 1):
+        dist = (mu - (phi + running) / k).pow(2).sum(1).masked_fill(taken, float("inf"))
+        i = torch.argmin(dist)
+        chosen[k - 1] = i
+        taken[i] = True
+        running += phi[i]
+    return chosen
+
+
+def _group_rank(key: torch.Tensor) -> torch.Tensor:
+    """Each row's position among the rows with its key, in stored order."""
+    order = torch.argsort(key, stable=True)
+    groups, counts = torch.unique_consecutive(key[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(key), device=key.device) - torch.repeat_interleave(starts, counts)
+    return rank
 
 
 class ExemplarBuffer:
@@ -73,6 +109,35 @@ class ExemplarBuffer:
         self.t[:n] = pool.t[chosen].to(torch.int16)
         self.size = n
 
+    def herding_update(self, data: Batch, embed) -> None:
+        """Equal share per class, exemplars chosen by herding in the feature space ``embed``.
+
+        A class is a (task id, label) pair. Stored classes are kept in herding order, so shrinking
+        one to the new share keeps the first k of its order (iCaRL's ReduceExemplarSet). Classes
+        in ``data`` are selected by :func:`herding_select` over their samples (and their old
+        exemplars, should a class come back); ``embed`` maps stored samples to features.
+        """
+        self.seen += len(data)
+        old = Batch(self.x[: self.size], self.y[: self.size].long(), self.t[: self.size].long())
+        k_old, k_new = _class_key(old), _class_key(data)
+        share = self.capacity // max(1, len(torch.unique(torch.cat([k_old, k_new]))))
+        back = torch.isin(k_old, k_new)  # stored classes that the new data brings again
+        keep = ~back & (_group_rank(k_old) < share)
+        parts = [Batch(old.x[keep], old.y[keep], old.t[keep])]
+        pool = Batch(old.x[back], old.y[back], old.t[back]).cat(data)
+        if share > 0 and len(pool):
+            feats = embed(pool.x)
+            k_pool = _class_key(pool)
+            for c in torch.unique(k_new).tolist():  # a loop over classes, not samples
+                rows = torch.nonzero(k_pool == c).flatten()
+                pick = rows[herding_select(feats[rows], share)]
+                parts.append(Batch(pool.x[pick], pool.y[pick], pool.t[pick]))
+        n = sum(len(p) for p in parts)
+        self.x[:n] = torch.cat([p.x for p in parts]).to(self.x.dtype)
+        self.y[:n] = torch.cat([p.y for p in parts]).to(torch.int16)
+        self.t[:n] = torch.cat([p.t for p in parts]).to(torch.int16)
+        self.size = n
+
     def _write(self, slot: torch.Tensor, data: Batch, src: torch.Tensor) -> None:
         self.x[slot] = data.x[src].to(self.x.dtype)
         self.y[slot] = data.y[src].to(torch.int16)
@@ -94,3 +159,7 @@ class ExemplarBuffer:
         self.y[:n] = state["y"].to(self.y.device)
         self.t[:n] = state["t"].to(self.t.device)
         self.size, self.seen = n, int(state["seen"])
+
+
+def _class_key(b: Batch) -> torch.Tensor:
+    return b.t.long() * 65536 + b.y.long()  # int16 labels and task ids: the pair is unique

@@ -232,7 +232,7 @@ class Learner:
         for s in self.strategies:
             model = s.adapt_model(ctx, model, exp)
         changed = model.adapt(exp) or model is not self.model
-        if changed or self.optimizer is None:
+        if changed or self.optimizer is None or self._trainable_changed(model):
             self.model = ctx.model = model.to(self.device)
             self.optimizer = make_optimizer(cfg, self.model)
         own = exp.train_data()
@@ -257,6 +257,11 @@ class Learner:
         self.reporter.end_experience(row, exp.index + 1)
         if self.run_dir is not None:
             self._save(exp.index)
+
+    def _trainable_changed(self, model: nn.Module) -> bool:
+        """True when a strategy froze or unfroze parameters since the optimizer was built."""
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        return held != {id(p) for p in model.parameters() if p.requires_grad}
 
     def _step_budget(self, n: int) -> int:
         cfg = self.cfg

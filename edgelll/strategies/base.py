@@ -8,7 +8,7 @@ only, so checkpoints load with ``weights_only=True``) and counted by ``memory_by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -36,6 +36,7 @@ class Plan:
     n_experiences: int
     batch_size: int
     train_bytes: tuple[int, ...] = ()  # each experience's training data, in storage bytes
+    model: object = field(default=None, compare=False, repr=False)  # the initial model (probing)
 
 
 class Strategy:

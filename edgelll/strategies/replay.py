@@ -1,11 +1,14 @@
 """Experience replay from a bounded exemplar memory.
 
 Exemplars are chosen by reservoir sampling over the stream (Vitter 1985, Algorithm R: every
-sample seen so far is in the buffer with equal probability), or class-balanced (an equal share per
-class seen). Each training batch is extended with ``batch_size`` exemplars drawn uniformly, as in
-experience replay (Chaudhry et al. 2019, arXiv:1902.10486). Exemplars keep their source dtype, so a
-uint8 image costs a quarter of its float32 copy; with ``--memory`` and no explicit ``size`` the
-buffer takes every byte the fixed parts leave.
+sample seen so far is in the buffer with equal probability), class-balanced (an equal share per
+class seen, at random), or class-balanced by herding (Rebuffi et al. 2017, iCaRL,
+arXiv:1611.07725, Algorithm 4: the exemplars whose running mean best approximates the class mean
+in the current model's ``forward_features`` space; old classes shrink to the first k of their
+herding order). Each training batch is extended with ``batch_size`` exemplars drawn uniformly, as
+in experience replay (Chaudhry et al. 2019, arXiv:1902.10486). Exemplars keep their source dtype,
+so a uint8 image costs a quarter of its float32 copy; with ``--memory`` and no explicit ``size``
+the buffer takes every byte the fixed parts leave.
 """
 
 from __future__ import annotations
@@ -18,20 +21,38 @@ from ..buffer import ExemplarBuffer
 from ..errors import BudgetError, ConfigError
 from .base import Batch, Plan, Strategy
 
+POLICIES = ("reservoir", "balanced", "herding")
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, stream, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Features ``model.forward_features(stream.prepare(x))`` of stored samples, in eval mode."""
+    if not hasattr(model, "forward_features"):
+        raise ConfigError(f"herding needs a model with forward_features; {type(model).__name__} "
+                          f"has none (use replay.policy=balanced)")
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.forward_features(stream.prepare(x[i:i + chunk])).float().flatten(1)
+                          for i in range(0, x.shape[0], chunk)])
+    finally:
+        model.train(was_training)
+
 
 @dataclass(frozen=True)
 class ReplayParams:
     size: int | None = None  # exemplars; None: fill the memory budget (200 without one)
     batch_size: int | None = None  # exemplars per step; None: the training batch size
-    policy: str = "reservoir"  # reservoir | balanced
+    policy: str = "reservoir"  # reservoir | balanced | herding
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 1:
             raise ConfigError(f"replay.size must be at least 1, got {self.size}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"replay.batch_size must be at least 1, got {self.batch_size}")
-        if self.policy not in ("reservoir", "balanced"):
-            raise ConfigError(f"replay.policy must be reservoir or balanced, got {self.policy!r}")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"replay.policy must be reservoir, balanced or herding, "
+                              f"got {self.policy!r}")
 
 
 DEFAULT_SIZE = 200
@@ -84,6 +105,9 @@ class Replay(Strategy):
 
     def after_experience(self, ctx, exp, data: Batch) -> None:
         buf = self._ensure(ctx)
+        if self.params.policy == "herding":  # deterministic: no stream order needed
+            buf.herding_update(data, lambda x: embed(ctx.model, ctx.stream, x))
+            return
         # The order the stream presented the samples in: a random permutation of the experience.
         order = torch.randperm(len(data), generator=ctx.generator).to(data.y.device)
         shuffled = Batch(data.x[order], data.y[order], data.t[order])

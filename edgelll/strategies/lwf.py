@@ -1,0 +1,106 @@
+"""Learning without Forgetting (Li & Hoiem 2016, arXiv:1606.09282).
+
+After each experience a frozen copy of the model is kept. While later experiences are learnt, the
+old model's responses to the *current* inputs are the targets of a distillation term (the paper's
+equation for L_old with the temperature T = 2 of its section 3, here in Hinton's T^2-scaled form,
+:func:`edgelll.kd.kd_loss`):
+
+    L = CE(y, f(x)) + alpha * sum_o L_kd(f_o(x), f*_o(x); T)
+
+over the old model's output units o:
+
+- class scenario: the first ``n_old`` logits (the classes the old model knew);
+- domain scenario: all units of the shared head the old model had;
+- task scenario: every old task's head, each evaluated on every input of the batch (the paper's
+  multi-head LwF; the batch's own task ids pick the head only for the cross-entropy the learner
+  adds), one distillation term per old head, summed.
+
+Only the latest copy is kept (it already learnt to imitate the earlier ones), so the state is at
+most one model: the final model's parameter bytes bound it. Composes with replay (the replayed
+rows are distilled too) and with bic (put ``lwf`` after ``bic`` to distill from the bias-corrected
+model, as in BiC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..kd import frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen
+from ..models import MultiHeadClassifier
+from .base import Plan, Strategy
+
+
+@dataclass(frozen=True)
+class LwFParams:
+    alpha: float = 1.0  # weight of the distillation term
+    T: float = 2.0  # distillation temperature
+
+    def __post_init__(self) -> None:
+        if not self.alpha >= 0:
+            raise ConfigError(f"lwf.alpha must be >= 0, got {self.alpha}; e.g. --set lwf.alpha=1")
+        if not self.T > 0:
+            raise ConfigError(f"lwf.T must be > 0, got {self.T}; e.g. --set lwf.T=2")
+
+
+def task_head_logits(model: nn.Module, x: torch.Tensor, n_tasks: int) -> list[torch.Tensor]:
+    """Every input through each of the first ``n_tasks`` heads of a multi-head model."""
+    head = getattr(model, "head", None)
+    if isinstance(head, MultiHeadClassifier) and hasattr(model, "forward_features"):
+        feats = model.forward_features(x)  # one backbone pass shared by every head
+        return [head.heads[j](feats) for j in range(n_tasks)]
+    n = x.shape[0]  # any other model routed by task id: one forward per old task
+    return [model(x, torch.full((n,), j, dtype=torch.long, device=x.device)) for j in range(n_tasks)]
+
+
+class LwF(Strategy):
+    name = "lwf"
+    description = "learning without forgetting: distill the previous model on the new inputs"
+    Params = LwFParams
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.old: nn.Module | None = None  # frozen model as it was after the last experience
+        self.old_tasks = 0  # task ids the old model has heads for (task scenario)
+        self.input_shape: tuple[int, ...] = ()
+
+    def extra_loss(self, ctx, batch, x, logits):
+        if self.old is None or self.params.alpha == 0:
+            return None
+        T = self.params.T
+        if ctx.stream.scenario == "task":
+            with torch.no_grad():
+                targets = task_head_logits(self.old, x, self.old_tasks)
+            outputs = task_head_logits(ctx.model, x, self.old_tasks)
+            kd = sum(kd_loss(s, t, T) for s, t in zip(outputs, targets))
+        else:
+            with torch.no_grad():
+                target = self.old(x, None)
+            kd = kd_loss(logits[:, : target.shape[1]], target, T)
+        return self.params.alpha * kd
+
+    def after_experience(self, ctx, exp, data) -> None:
+        self.input_shape = tuple(ctx.stream.input_shape)
+        self.old = frozen_copy(ctx.model, self.input_shape)
+        self.old_tasks = max(self.old_tasks, exp.task_id + 1)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return model_tensors(self.old)
+
+    def planned_bytes(self, plan: Plan) -> int:
+        return plan.param_bytes  # one copy, never larger than the final model
+
+    def state_dict(self) -> dict:
+        return {"old": model_state(self.old, self.input_shape), "old_tasks": self.old_tasks}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.old_tasks = int(state["old_tasks"])
+        old = state["old"]
+        if old is None:
+            self.old = None
+            return
+        self.input_shape = tuple(int(s) for s in old["input_shape"])
+        self.old = rebuild_frozen(old["arch"], dict(old["state"]), self.input_shape)

@@ -1,0 +1,170 @@
+"""Memory Aware Synapses (Aljundi et al. 2018, arXiv:1711.09601, eqs. 2-4; the seed's MAS section).
+
+The importance of a parameter is how sensitive the learned function is to it, measured without
+labels: with F(x) the network's output (the logits over the classes its head has now),
+
+    Omega_k,i = (1/N) sum_n | d ||F(x_n)||_2^2 / d theta_i |        on experience k's inputs,
+
+and later training adds lambda * sum_k sum_i Omega_k,i (theta_i - theta*_k,i)^2 (no 1/2, as the
+seed writes it). The per-experience terms are kept folded into one quadratic with the same value
+and gradient (:func:`.ewc.fold_quadratics`): importances add up (Omega <- Omega + Omega_k, grown
+head rows padded with zeros, so new parameters are free) in 2x the parameters of state.
+
+The absolute value is taken per sample, so per-sample gradients are needed: ``torch.func`` (vmap
+over grad) in chunks, or, when every trainable parameter is an ``nn.Linear`` applied once per
+sample, the exact shortcut sum_n |g_n a_n^T| = |G|^T |A| (g_n: gradient at the layer's output,
+a_n: its input). Units a head does not have (-inf padding of a multi-head model) are not outputs
+and do not count in ||F(x)||^2. (Aljundi's code takes |.| of a batch gradient; this follows the
+paper's and the seed's per-sample definition.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+from ..errors import ConfigError
+from .base import Batch, Plan, Strategy
+from .ewc import fold_quadratics, quadratic_penalty
+
+
+@dataclass(frozen=True)
+class MASParams:
+    lam: float = 1.0  # penalty strength lambda
+    samples: int = 0  # inputs of the experience used for the importance (0: all)
+    chunk: int = 64  # per-sample gradients computed at once (bounds temporary memory)
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ConfigError(f"mas.lam must be >= 0, got {self.lam}")
+        if self.samples < 0 or self.chunk < 1:
+            raise ConfigError("mas.samples must be >= 0 and mas.chunk >= 1")
+
+
+def _sq_norm(out: torch.Tensor) -> torch.Tensor:
+    """sum over samples of ||F(x)||_2^2, over the units that exist (finite logits)."""
+    return torch.where(torch.isfinite(out), out, torch.zeros_like(out)).pow(2).sum()
+
+
+def mas_importance(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor | None,
+                   chunk: int = 64) -> dict[str, torch.Tensor]:
+    """Mean over inputs of |d ||F(x)||^2 / d theta| for every trainable parameter (no labels)."""
+    fast = _linear_importance(model, x, t, max(chunk, 256))
+    return fast if fast is not None else _vmap_importance(model, x, t, chunk)
+
+
+def _linear_importance(model, x, t, chunk) -> dict[str, torch.Tensor] | None:
+    """Exact when every trainable parameter is in an ``nn.Linear`` applied once per sample;
+    None otherwise (the general path is used)."""
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    covered = {f"{n}.{k}" for n, m in linears.items() for k, _ in m.named_parameters(recurse=False)}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    if not trainable or not trainable <= covered:
+        return None
+    seen: dict[str, list] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            seen.setdefault(name, []).append((inputs[0].detach(), output))
+        return fn
+
+    total = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, x.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            seen.clear()
+            out = model(x[sl], None if t is None else t[sl])
+            if any(len(v) != 1 for v in seen.values()):
+                return None  # a layer applied twice per sample: the identity does not hold
+            # The samples' terms are independent, so the summed loss gives each its own gradient.
+            grads = torch.autograd.grad(_sq_norm(out), [v[0][1] for v in seen.values()],
+                                        allow_unused=True)
+            for (name, [(a, _)]), g in zip(seen.items(), grads):
+                if g is None:  # a layer the output does not depend on: zero importance
+                    continue
+                a1, g1 = a.reshape(-1, a.shape[-1]).abs(), g.reshape(-1, g.shape[-1]).abs()
+                if f"{name}.weight" in total:
+                    total[f"{name}.weight"] += g1.T @ a1
+                if f"{name}.bias" in total:
+                    total[f"{name}.bias"] += g1.sum(0)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: v / x.shape[0] for k, v in total.items()}
+
+
+def _vmap_importance(model, x, t, chunk) -> dict[str, torch.Tensor]:
+    """General path: per-sample gradients with torch.func (vmap over grad), in chunks."""
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def sq_norm(p, xi, ti):
+        args = (xi.unsqueeze(0),) if ti is None else (xi.unsqueeze(0), ti.unsqueeze(0))
+        return _sq_norm(functional_call(model, ({**p, **frozen}, buffers), args))
+
+    per_sample = vmap(grad(sq_norm), in_dims=(None, 0, None if t is None else 0))
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, x.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            for k, gk in per_sample(params, x[sl], None if t is None else t[sl]).items():
+                total[k] += gk.abs().sum(0)
+    finally:
+        model.train(was_training)
+    return {k: v / x.shape[0] for k, v in total.items()}
+
+
+class MAS(Strategy):
+    name = "mas"
+    description = "memory aware synapses: unsupervised output-sensitivity importance"
+    Params = MASParams
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.omega: dict[str, torch.Tensor] = {}  # summed importance
+        self.anchor: dict[str, torch.Tensor] = {}  # importance-weighted mean of the anchors
+        self.offset = 0.0  # makes the folded penalty equal the sum of per-experience terms
+        self.experiences = 0
+
+    def extra_loss(self, ctx, batch, x, logits):
+        if not self.omega or self.params.lam == 0:
+            return None
+        return self.params.lam * (quadratic_penalty(ctx.model, self.omega, self.anchor)
+                                  + self.offset)
+
+    def importance(self, ctx, data: Batch) -> dict[str, torch.Tensor]:
+        """Omega_k on the experience's inputs; the labels are never read."""
+        n = len(data) if self.params.samples == 0 else min(len(data), self.params.samples)
+        idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.x.device)
+        t = data.t[idx] if ctx.stream.uses_task_ids else None
+        return mas_importance(ctx.model, ctx.stream.prepare(data.x[idx]), t, self.params.chunk)
+
+    def after_experience(self, ctx, exp, data: Batch) -> None:
+        omega = self.importance(ctx, data)
+        anchor = {k: p.detach().clone() for k, p in ctx.model.named_parameters() if k in omega}
+        self.omega, self.anchor, self.offset = fold_quadratics(self.omega, self.anchor, self.offset,
+                                                               omega, anchor)
+        self.experiences += 1
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.omega.values(), *self.anchor.values()]
+
+    def planned_bytes(self, plan: Plan) -> int:
+        return 2 * plan.param_bytes  # one folded importance and one anchor per parameter
+
+    def state_dict(self) -> dict:
+        return {"omega": self.omega, "anchor": self.anchor, "offset": self.offset,
+                "experiences": self.experiences}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.omega, self.anchor = dict(state["omega"]), dict(state["anchor"])
+        self.offset, self.experiences = float(state["offset"]), int(state["experiences"])
