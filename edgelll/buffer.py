@@ -45,7 +45,8 @@ def _group_rank(key: torch.Tensor) -> torch.Tensor:
     groups, counts = torch.unique_consecutive(key[order], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(key), device=key.device) - torch.repeat_interleave(starts, counts)
+    rank[order] = (torch.arange(len(key), device=key.device)
+                   - torch.repeat_interleave(starts, counts))
     return rank
 
 

@@ -59,7 +59,7 @@ def test_unknown_model_kwarg_is_a_config_error():
         create_model("mlp", SHAPE, 4, hidden=(0,))
     with pytest.raises(ConfigError):
         create_model("convnet", (64,), 4)
-    assert model_params("mlp") == {"hidden": (400, 400)}
+    assert model_params("mlp") == {"hidden": (400, 400), "pool": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_rebuild_after_the_head_grew():
     m = create_model("mlp", SHAPE, 2, hidden=(16, 8))
     assert m.adapt(_exp(1, 5, 3)) is True
     twin = _same_after_rebuild(m)
-    assert twin.head.n_classes == 5 and twin.args == {"hidden": (16, 8)}
+    assert twin.head.n_classes == 5 and twin.args == {"hidden": (16, 8), "pool": 1}
 
 
 def test_rebuild_multi_head():
@@ -206,7 +206,7 @@ def test_per_task_class_route_concatenates_members():
     assert out.shape == (4, 5)
     assert torch.equal(out, torch.cat([a(x), b(x)], dim=1))
     # The new member has its own random weights, the same network shape.
-    assert b.arch() == {"name": "mlp", "args": {"hidden": (8,)}, "head": {"kind": "single", "sizes": [3]}}
+    assert b.arch() == {"name": "mlp", "args": {"hidden": (8,), "pool": 1}, "head": {"kind": "single", "sizes": [3]}}
     assert not torch.equal(a.backbone[1].weight, b.backbone[1].weight)
 
 

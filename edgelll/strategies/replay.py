@@ -29,7 +29,7 @@ def embed(model: torch.nn.Module, stream, x: torch.Tensor, chunk: int = 1024) ->
     """Features ``model.forward_features(stream.prepare(x))`` of stored samples, in eval mode."""
     if not hasattr(model, "forward_features"):
         raise ConfigError(f"herding needs a model with forward_features; {type(model).__name__} "
-                          f"has none (use replay.policy=balanced)")
+                          f"has none (use another model, or replay.policy=balanced)")
     was_training = model.training
     model.eval()
     try:

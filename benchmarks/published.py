@@ -1,0 +1,152 @@
+"""Reproduce the published continual-learning tables with `edgelll learn` (issue #3).
+
+Split MNIST (5 tasks) in the class, task and domain scenarios under van de Ven & Tolias's protocol
+(MLP 784-400-400-10, Adam lr 1e-3, batch 128, 2000 iterations per task; their per-scenario EWC
+lambda and SI c), Permuted MNIST (10 tasks) under the A-GEM protocol (MLP 256-256, SGD lr 0.03,
+batch 10, one epoch), and the same Split MNIST table on Fashion-MNIST. Every run is a whole
+`edgelll learn` process writing its own run directory, so finished runs are kept and an
+interrupted sweep continues where it stopped. The table gives mean and standard deviation over
+seeds beside the published number and the difference.
+
+    python benchmarks/published.py --table split-class --seeds 0,1,2
+    python benchmarks/published.py --table all --seeds 0,1,2 --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+OUT = HERE / "out" / "published"
+
+SPLIT = ["--stream", "split", "--tasks", "5", "--model", "mlp", "--set", "model.hidden=400,400",
+         "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "128", "--steps", "2000"]
+PERMUTED = ["--stream", "permuted", "--scenario", "domain", "--tasks", "10", "--model", "mlp",
+            "--set", "model.hidden=256,256", "--optimizer", "sgd", "--lr", "0.03",
+            "--batch-size", "10", "--epochs", "1"]
+
+# van de Ven & Tolias's regularisation strengths for Split MNIST, per scenario.
+EWC_LAMBDA = {"class": 1e9, "task": 1e5, "domain": 1e10}
+SI_C = {"class": 5000, "task": 10, "domain": 50000}
+
+
+def methods(scenario: str) -> dict[str, list[str]]:
+    lam, c = EWC_LAMBDA[scenario], SI_C[scenario]
+    return {
+        "none": ["-s", "naive"],
+        "ewc": ["-s", "ewc", "--set", f"ewc.lam={lam}"],
+        "online-ewc": ["-s", "online-ewc", "--set", f"online-ewc.lam={lam}"],
+        "si": ["-s", "si", "--set", f"si.c={c}"],
+        "lwf": ["-s", "lwf"],
+        "dgr": ["-s", "generative"],
+        "dgr+distill": ["-s", "generative", "--set", "generative.distill=true"],
+        "icarl": ["-s", "icarl", "--set", "icarl.size=2000"],
+        "rehearsal": ["-s", "replay", "--set", "replay.size=2000"],
+        "gem": ["-s", "gem"],
+        "offline": ["-s", "joint"],
+    }
+
+
+# Published numbers (../shared/REFERENCES.md): van de Ven & Tolias 2019 Table 4 (class and task),
+# Hsu et al. 2018 (naive rehearsal and GEM: task / domain / class).
+PUBLISHED = {
+    "split-class": {"none": 19.90, "ewc": 20.01, "online-ewc": 19.96, "si": 19.99, "lwf": 23.85,
+                    "dgr": 90.79, "dgr+distill": 91.79, "icarl": 94.57, "rehearsal": 90.78,
+                    "gem": 92.20, "offline": 97.9},
+    "split-task": {"ewc": 98.64, "dgr": 99.50, "dgr+distill": 99.61, "rehearsal": 99.40,
+                   "gem": 98.42, "offline": 99.7},
+    "split-domain": {"rehearsal": 95.16, "gem": 96.16},
+    "permuted": {"gem": 89.5, "agem": 89.1},
+}
+
+
+def tables(only: str) -> dict[str, list[tuple[str, list[str]]]]:
+    mnist, fashion = f"mnist={DATA / 'mnist.npz'}", f"fashion-mnist={DATA / 'fashion_mnist.npz'}"
+    out = {}
+    for scenario in ("class", "task", "domain"):
+        names = [m for m in methods(scenario) if scenario == "class" or m not in ("icarl",)]
+        for prefix, data in (("split", mnist), ("fashion", fashion)):
+            out[f"{prefix}-{scenario}"] = [
+                (m, ["--data", data, "--scenario", scenario, *SPLIT, *methods(scenario)[m]])
+                for m in names]
+    out["permuted"] = [
+        (m, ["--data", mnist, *PERMUTED, *args]) for m, args in
+        (("none", ["-s", "naive"]), ("gem", ["-s", "gem", "--set", "gem.per_experience=256"]),
+         ("agem", ["-s", "agem", "--set", "agem.per_experience=256"]))]
+    return out if only == "all" else {only: out[only]}
+
+
+def run(table: str, method: str, args: list[str], seed: int, edgelll: str) -> dict | None:
+    out = OUT / table / f"{method}-s{seed}"
+    metrics = out / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("complete"):
+        return json.loads(metrics.read_text())
+    cmd = [edgelll, "learn", *args, "--seed", str(seed), "--quiet", "--device", "cpu"]
+    if out.exists():  # an interrupted run continues from its last checkpoint
+        cmd = [edgelll, "learn", "--quiet", "--resume", str(out)]
+    else:
+        cmd += ["--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {table}/{method} seed {seed} failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        if proc.returncode == 2 and not (out / "checkpoints").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        return None
+    return json.loads(metrics.read_text())
+
+
+def report(table: str, rows: dict[str, list[dict]]) -> str:
+    lines = [f"### {table}", "", "| method | ACC mean ± std (%) | seeds | published | difference | forgetting |",
+             "|---|---|---|---|---|---|"]
+    for method, results in rows.items():
+        if not results:
+            continue
+        accs = [100 * r["acc"] for r in results]
+        mean = statistics.mean(accs)
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        pub = PUBLISHED.get(table, {}).get(method)  # Fashion-MNIST has no published reference
+        diff = f"{mean - pub:+.2f}" if pub is not None else "-"
+        forget = statistics.mean(100 * r["forgetting"] for r in results)
+        lines.append(f"| {method} | {mean:.2f} ± {std:.2f} | {len(accs)} | "
+                     f"{pub if pub is not None else '-'} | {diff} | {forget:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default="split-class")
+    ap.add_argument("--methods", default="", help="comma-separated subset")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--report", action="store_true", help="only print the tables of finished runs")
+    args = ap.parse_args()
+    edgelll = shutil.which("edgelll") or sys.exit("edgelll is not installed (make install)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = set(filter(None, args.methods.split(",")))
+    for table, experiments in tables(args.table).items():
+        rows: dict[str, list[dict]] = {}
+        for method, cli in experiments:
+            if wanted and method not in wanted:
+                continue
+            rows[method] = []
+            for seed in seeds:
+                done = OUT / table / f"{method}-s{seed}" / "metrics.json"
+                if args.report:
+                    if done.is_file() and json.loads(done.read_text()).get("complete"):
+                        rows[method].append(json.loads(done.read_text()))
+                    continue
+                result = run(table, method, cli, seed, edgelll)
+                if result is not None:
+                    rows[method].append(result)
+                    print(f"  {table}/{method} seed {seed}: ACC {100 * result['acc']:.2f}%", flush=True)
+        print(report(table, rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

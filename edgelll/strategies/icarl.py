@@ -1,0 +1,194 @@
+"""iCaRL: incremental classifier and representation learning (Rebuffi et al. 2017,
+arXiv:1611.07725), for the class-incremental scenario.
+
+- Exemplars (Algorithms 4 and 5): a memory of K samples, an equal share m = K / classes per class,
+  chosen by herding in the current feature space (each class's exemplars are those whose running
+  mean best approximates its mean) and shrunk by keeping the first m of each herding order. They
+  are mixed into every training batch (rehearsal); see :func:`edgelll.buffer.herding_select`.
+- Distillation (Algorithm 3): on every row of the batch, for the s old classes,
+
+      L_distill(x) = - sum_{y < s} [ q_y log g_y(x) + (1 - q_y) log(1 - g_y(x)) ],
+      q_y = sigmoid(old model's logit y),  g_y = sigmoid(current logit y),
+
+  the binary cross-entropy against the previous model's sigmoid outputs, weighted by ``lam`` and
+  averaged over rows. The learner's cross-entropy on the labels stands in for the paper's binary
+  cross-entropy on the new classes. The previous model is kept frozen ({"arch", "state"}).
+- Nearest-mean-of-exemplars classification (Algorithm 1, ``nmc=True``): after each experience
+  mu_y = mean of the L2-normalised features of class y's exemplars, re-normalised (the paper
+  re-normalises every average of features), and y*(x) = argmin_y || phi(x) - mu_y ||. The means
+  live in a wrapper module's buffers (so checkpoints carry them); in training mode the wrapper
+  returns the inner model's logits, in eval mode -distance, so the learner's argmax is the
+  nearest mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..buffer import ExemplarBuffer
+from ..errors import BudgetError, ConfigError
+from ..kd import frozen_copy, model_state, model_tensors, rebuild_frozen
+from ..models import rebuild, register_wrapper
+from .base import Batch, Plan, Strategy
+from .replay import DEFAULT_SIZE, embed
+
+
+class NearestMeanOfExemplars(nn.Module):
+    """Wraps a model: eval-mode logits are -|| normalise(phi(x)) - mu_y || per class y."""
+
+    name = "nmc"
+
+    def __init__(self, inner: nn.Module, n_classes: int = 0) -> None:
+        super().__init__()
+        self.inner = inner
+        ref = next(inner.parameters())
+        self.register_buffer("means", torch.zeros(n_classes, inner.feat_dim, device=ref.device))
+        self.register_buffer("known", torch.zeros(n_classes, dtype=torch.bool, device=ref.device))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inner.input_shape
+
+    def arch(self) -> dict:
+        return {"name": self.name, "classes": int(self.means.shape[0]), "inner": self.inner.arch()}
+
+    def adapt(self, exp) -> bool:
+        changed = self.inner.adapt(exp)
+        grow = exp.head_size - self.means.shape[0]
+        if grow > 0:  # room for the new classes' means; filled after the experience
+            self.means = torch.cat([self.means, self.means.new_zeros(grow, self.means.shape[1])])
+            self.known = torch.cat([self.known, self.known.new_zeros(grow)])
+        return changed
+
+    def set_means(self, means: torch.Tensor, known: torch.Tensor) -> None:
+        self.means[: len(means)] = means.to(self.means.dtype)
+        self.known[: len(known)] = known
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.forward_features(x)
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:  # learning uses the network's own logits
+            return self.inner(x, task_ids)
+        phi = F.normalize(self.inner.forward_features(x).float().flatten(1), dim=1)
+        return (-torch.cdist(phi, self.means)).masked_fill(~self.known, float("-inf"))
+
+
+@register_wrapper(NearestMeanOfExemplars.name)
+def _rebuild_nmc(arch: dict, input_shape: tuple[int, ...]) -> NearestMeanOfExemplars:
+    return NearestMeanOfExemplars(rebuild(arch["inner"], input_shape), int(arch["classes"]))
+
+
+def class_means(features: torch.Tensor, y: torch.Tensor,
+                n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-normalised means of the L2-normalised features per class 0..n-1, and which have any."""
+    phi = F.normalize(features.float().flatten(1), dim=1)
+    sums = phi.new_zeros(n, phi.shape[1]).index_add_(0, y.long(), phi)
+    counts = torch.bincount(y.long(), minlength=n)[:n]
+    return F.normalize(sums / counts.clamp_min(1).unsqueeze(1), dim=1), counts > 0
+
+
+@dataclass(frozen=True)
+class ICaRLParams:
+    size: int | None = None  # exemplars; None: fill the memory budget (200 without one)
+    batch_size: int | None = None  # exemplars per step; None: the training batch size
+    lam: float = 1.0  # weight of the distillation term
+    nmc: bool = True  # classify by nearest mean of exemplars (False: the network's head)
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 1:
+            raise ConfigError(f"icarl.size must be at least 1, got {self.size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"icarl.batch_size must be at least 1, got {self.batch_size}")
+        if not self.lam >= 0:
+            raise ConfigError(f"icarl.lam must be >= 0, got {self.lam}")
+
+
+class ICaRL(Strategy):
+    name = "icarl"
+    description = "iCaRL: herding exemplars, sigmoid distillation, nearest-mean-of-exemplars"
+    Params = ICaRLParams
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.capacity = self.params.size or DEFAULT_SIZE
+        self.buffer: ExemplarBuffer | None = None
+        self.old: nn.Module | None = None  # the frozen model of the previous experience
+        self.input_shape: tuple[int, ...] = ()
+
+    def extra_rows(self, batch_size: int) -> int:
+        return self.params.batch_size or batch_size
+
+    def planned_bytes(self, plan: Plan) -> int:
+        return self.capacity * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES) + plan.param_bytes
+
+    def sized_by_budget(self) -> bool:
+        return self.params.size is None
+
+    def fit_budget(self, plan: Plan, bytes_left: int) -> None:
+        per = plan.sample_bytes + ExemplarBuffer.LABEL_BYTES
+        self.capacity = (bytes_left - plan.param_bytes) // per
+        if self.capacity < 1:
+            raise BudgetError(f"the memory budget leaves {bytes_left} B for icarl, less than its "
+                              f"previous model and one exemplar ({plan.param_bytes + per} B); "
+                              f"raise --memory")
+
+    def adapt_model(self, ctx, model, exp):
+        if ctx.stream.scenario != "class":
+            raise ConfigError(f"icarl works in the class scenario only, not "
+                              f"{ctx.stream.scenario!r}; use --scenario class or another strategy")
+        if self.params.nmc and not isinstance(model, NearestMeanOfExemplars):
+            return NearestMeanOfExemplars(model)
+        return model
+
+    def before_experience(self, ctx, exp) -> None:
+        if self.buffer is None:
+            s = ctx.stream
+            self.buffer = ExemplarBuffer(self.capacity, s.input_shape, s.dtype, ctx.device)
+
+    def mix_batch(self, ctx, batch: Batch) -> Batch:
+        if self.buffer is None or self.buffer.size == 0:
+            return batch
+        return batch.cat(self.buffer.sample(self.extra_rows(len(batch)), ctx.generator))
+
+    def extra_loss(self, ctx, batch, x, logits):
+        if self.old is None or self.params.lam == 0:
+            return None
+        with torch.no_grad():
+            q = torch.sigmoid(self.old(x).float())
+        old_units = logits[:, : q.shape[1]].float()
+        bce = F.binary_cross_entropy_with_logits(old_units, q, reduction="sum")
+        return self.params.lam * bce / x.shape[0]
+
+    def after_experience(self, ctx, exp, data: Batch) -> None:
+        model, buf = ctx.model, self.buffer
+        buf.herding_update(data, lambda x: embed(model, ctx.stream, x))
+        inner = model.inner if isinstance(model, NearestMeanOfExemplars) else model
+        if isinstance(model, NearestMeanOfExemplars):
+            feats = embed(model, ctx.stream, buf.x[: buf.size])
+            model.set_means(*class_means(feats, buf.y[: buf.size], model.means.shape[0]))
+        self.input_shape = tuple(ctx.stream.input_shape)
+        self.old = frozen_copy(inner, self.input_shape)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return (self.buffer.tensors() if self.buffer is not None else []) + model_tensors(self.old)
+
+    def state_dict(self) -> dict:
+        return {"capacity": self.capacity,
+                "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+                "old": model_state(self.old, self.input_shape)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.capacity = int(state["capacity"])
+        if state["buffer"] is not None:
+            ref = state["buffer"]["x"]
+            self.buffer = ExemplarBuffer(self.capacity, tuple(ref.shape[1:]), ref.dtype, ref.device)
+            self.buffer.load_state_dict(state["buffer"])
+        old = state["old"]
+        if old is not None:
+            self.input_shape = tuple(old["input_shape"])
+            self.old = rebuild_frozen(old["arch"], old["state"], self.input_shape)

@@ -1,0 +1,148 @@
+"""Deep generative replay (Shin et al. 2017): the VAE, samples labelled by the frozen previous
+solver, the distillation rows, resume and memory."""
+
+import pytest
+import torch
+
+from edgelll import ConfigError, resolve
+from edgelll.batch import Batch
+from edgelll.learner import Learner
+from edgelll.models.vae import VAE, vae_sizes
+from edgelll.strategies import strategy_params
+
+TINY = {"hidden": (32,)}
+GEN = {"hidden": (32,), "latent": 4}
+
+
+def _cfg(**kw):
+    base = {"strategies": ["generative"], "generative": GEN, "epochs": 2, "tasks": 3,
+            "model_args": TINY}
+    base.update(kw)
+    return resolve(base)
+
+
+def _after_first(cfg):
+    learner = Learner(cfg)
+    learner.learn_experience(learner.stream.experiences[0])
+    return learner, learner.strategies[0]
+
+
+def test_vae_size_formula_and_it_learns_the_data():
+    vae = VAE((1, 8, 8), hidden=(48, 24), latent=5)
+    enc, dec, n = vae_sizes(64, (48, 24), 5)
+    assert enc == sum(p.numel() for p in vae.encoder.parameters())
+    assert dec == sum(p.numel() for p in vae.decoder.parameters())
+    assert n == len(list(vae.parameters()))
+    learner = Learner(_cfg())
+    x01 = learner.stream.experiences[0].train_data().x.float() / 16
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    start = vae.loss(x01, gen).item()
+    for _ in range(60):
+        opt.zero_grad()
+        vae.loss(x01, gen).backward()
+        opt.step()
+    assert vae.loss(x01, gen).item() < 0.8 * start
+    s = vae.sample(7, gen)
+    assert s.shape == (7, 1, 8, 8) and 0 <= s.min() and s.max() <= 1
+
+
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_replayed_samples_are_labelled_by_the_frozen_previous_solver(scenario):
+    learner, s = _after_first(_cfg(scenario=scenario))
+    learner.learn_experience(learner.stream.experiences[1])  # two past tasks to draw from
+    ctx, own = learner.ctx, learner.stream.experiences[2].train_data()
+    batch = Batch(own.x[:8], own.y[:8], own.t[:8])
+    state = ctx.generator.get_state()
+    mixed = s.mix_batch(ctx, batch)
+    fake = Batch(mixed.x[8:], mixed.y[8:], mixed.t[8:])
+    assert len(fake) == 8 and s.replayed[:2] == (8, 16)
+    assert torch.equal(mixed.x[:8], batch.x)
+    use_t = ctx.stream.uses_task_ids
+    old = s.old_solver(ctx.stream.prepare(fake.x), fake.t if use_t else None)
+    assert torch.equal(fake.y, old.argmax(1))
+    assert set(fake.t.tolist()) <= {0, 1}
+    if use_t:  # each row labelled by its own task's head: a local label of that task
+        sizes = torch.tensor([e.n_local_classes for e in learner.stream.experiences])  # 4, 3, 3
+        assert bool((fake.y < sizes[fake.t]).all()) and bool((fake.y == 3).any())
+    # The live model changes beyond recognition: it would now call everything class 1 ...
+    with torch.no_grad():
+        for p in ctx.model.parameters():
+            p.zero_()
+        for layer in (ctx.model.head.heads if use_t else [ctx.model.head.linear]):
+            layer.bias[1] = 9.0
+    live = ctx.model(ctx.stream.prepare(fake.x), fake.t if use_t else None).argmax(1)
+    assert bool((live == 1).all()) and not torch.equal(live, fake.y)
+    # ... yet the same draws get the same samples and the same labels as before.
+    ctx.generator.set_state(state)
+    again = s.mix_batch(ctx, batch)
+    assert torch.equal(again.x, mixed.x) and torch.equal(again.y, mixed.y)
+
+
+def test_generated_samples_are_in_stored_units_and_quantised():
+    learner, s = _after_first(_cfg())
+    assert (s.lo, s.hi) == (0.0, 16.0)  # the embedded digits are 0..16, not 0..255
+    fake, _ = s.generate(learner.ctx, 500, torch.uint8)
+    assert fake.x.dtype == torch.uint8 and int(fake.x.max()) <= 16
+    assert int(fake.x.max()) > 8  # the range is used, not squeezed into the bottom
+    as_float, _ = s.generate(learner.ctx, 5, torch.float32)
+    assert as_float.x.dtype == torch.float32 and float(as_float.x.max()) <= 16
+
+
+def test_distillation_acts_on_the_replayed_rows_only():
+    learner, s = _after_first(_cfg(generative={**GEN, "distill": True, "T": 3.0}))
+    ctx = learner.ctx
+    own = learner.stream.experiences[1].train_data()
+    ctx.model.adapt(learner.stream.experiences[1])  # grown head, old units untouched
+    mixed = s.mix_batch(ctx, Batch(own.x[:10], own.y[:10], own.t[:10]))
+    x = ctx.stream.prepare(mixed.x)
+    logits = ctx.model(x)
+    # Right after freezing, the live model on its old units is the frozen solver: no pull.
+    assert s.extra_loss(ctx, mixed, x, logits).item() < 1e-6
+    shifted = logits.detach().clone()
+    shifted[:10] += torch.randn(10, logits.shape[1])  # new-data rows: ignored
+    assert s.extra_loss(ctx, mixed, x, shifted).item() < 1e-6
+    shifted[10:, 0] += 2.0  # a replayed row's old unit: penalised
+    assert s.extra_loss(ctx, mixed, x, shifted).item() > 1e-3
+
+
+def _run_steps(cfg, run_dir, n):
+    learner = Learner(cfg, run_dir=run_dir)
+    for exp in learner.stream.experiences[:n]:
+        learner.learn_experience(exp)
+
+
+@pytest.mark.parametrize("kw", [{"generative": {**GEN, "distill": True}},
+                                {"scenario": "task", "generative": {**GEN, "vae_steps": 2}}])
+def test_resume_equals_uninterrupted_run(tmp_path, kw):
+    cfg = _cfg(**kw)
+    full = Learner(cfg, run_dir=tmp_path / "full").run()
+    _run_steps(cfg, tmp_path / "cut", 2)
+    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
+    assert resumed.acc_matrix == full.acc_matrix
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    sa, sb = full.strategies[0], resumed.strategies[0]
+    for a, b in zip(sa.tensors(), sb.tensors()):
+        assert torch.equal(a, b)
+
+
+def test_memory_counts_the_vae_its_adam_and_both_frozen_copies():
+    learner = Learner(_cfg())
+    result = learner.run()
+    s = result.strategies[0]
+    vae = sum(p.nbytes for p in s.vae.parameters())
+    dec = sum(p.nbytes for p in s.vae.decoder.parameters())
+    solver = sum(p.nbytes for p in result.model.parameters())
+    n_tensors = len(list(s.vae.parameters()))
+    assert s.memory_bytes() == sum(t.nbytes for t in s.tensors())
+    assert s.memory_bytes() == 3 * vae + 4 * n_tensors + dec + solver
+    planned = learner.planned["strategy:generative"]
+    assert s.memory_bytes() == planned == s.planned_bytes(learner.plan)
+
+
+def test_bad_settings_are_refused():
+    for bad in ({"T": 0.0}, {"lr": -1.0}, {"latent": 0}, {"hidden": (0,)}, {"batch_size": 0},
+                {"vae_steps": 0}):
+        with pytest.raises(ConfigError):
+            strategy_params("generative", bad)
