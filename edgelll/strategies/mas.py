@@ -1,4 +1,4 @@
-"""Memory Aware Synapses (Aljundi et al. 2018, arXiv:1711.09601, eqs. 2-4; the seed's MAS section).
+"""Memory Aware Synapses (Aljundi et al. 2018, arXiv:1711.09601; the seed's MAS section).
 
 The importance of a parameter is how sensitive the learned function is to it, measured without
 labels: with F(x) the network's output (the logits over the classes its head has now),

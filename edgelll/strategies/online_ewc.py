@@ -1,4 +1,4 @@
-"""Online EWC (Schwarz et al. 2018, Progress & Compress, arXiv:1805.06370, section 2.2 / eq. 4).
+"""Online EWC (Schwarz et al. 2018, Progress & Compress, arXiv:1805.06370).
 
 EWC keeps one Fisher-weighted pull per past experience. Online EWC keeps a single running Fisher
 and a single anchor: after experience k, with F_k the diagonal empirical Fisher at its end,
