@@ -53,7 +53,7 @@ class BiasCorrection(nn.Module):
 
     @torch.no_grad()
     def repoint(self, new_from: int) -> None:
-        """Fold the active pair into the inner head, reset it to (1, 0), correct ``new_from``: on."""
+        """Fold the active pair into the inner head, reset it to (1, 0), point it at ``new_from``."""
         head = getattr(self.inner, "head", None)
         if not isinstance(head, IncrementalClassifier):
             raise TypeError("bias correction folds into a single growing head (class scenario)")

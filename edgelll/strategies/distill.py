@@ -16,8 +16,9 @@ The teacher is either
 - trained alongside (default): ``teacher_model`` (``teacher_hidden``) grows its head with each
   experience as the learner's model does and learns from the same batches by cross-entropy with its
   own Adam at the run's lr. Its logits are detached before they enter the student's loss, so the
-  teacher's update never reaches the student's gradient and vice versa. Its parameters and Adam
-  state are training-time state and count in the memory report.
+  teacher's update never reaches the student's gradient and vice versa, and it is initialised
+  from its own seeded stream: with alpha = 0 the student is bit for bit the one trained without
+  distill. Its parameters and Adam state are training-time state and count in the memory report.
 
 A student with more parameters than the teacher (or than ``student_params``) is refused before
 training. ``report()`` gives both parameter counts and bytes and both accuracy matrices.
@@ -155,9 +156,12 @@ class Distill(Strategy):
             ckpt = self._teacher_checkpoint(exp.index, ctx.device)
             self.teacher = frozen(rebuild_from(ckpt["arch"], ckpt["model"], self.input_shape))
             return
-        if self.teacher is None:
-            self.teacher = self._new_teacher(ctx).to(ctx.device)
-        if self.teacher.adapt(exp) or self.opt is None:
+        with torch.random.fork_rng(devices=[]):  # the student's random numbers stay untouched
+            torch.manual_seed((ctx.cfg.seed + 1) * 1_000_003 + exp.index)
+            if self.teacher is None:
+                self.teacher = self._new_teacher(ctx).to(ctx.device)
+            grew = self.teacher.adapt(exp)
+        if grew or self.opt is None:
             self.teacher.to(ctx.device)
             self.opt = torch.optim.Adam(self.teacher.parameters(), lr=ctx.cfg.lr)
 
