@@ -26,8 +26,8 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from ..errors import ConfigError
-from .base import Batch, Plan, Strategy
-from .ewc import fold_quadratics, quadratic_penalty
+from .base import Batch
+from .ewc import EWC, quadratic_penalty
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,13 @@ def _vmap_importance(model, x, t, chunk) -> dict[str, torch.Tensor]:
     return {k: v / x.shape[0] for k, v in total.items()}
 
 
-class MAS(Strategy):
+class MAS(EWC):
     name = "mas"
     description = "memory aware synapses: unsupervised output-sensitivity importance"
     Params = MASParams
 
-    def __init__(self, params=None) -> None:
-        super().__init__(params)
-        self.omega: dict[str, torch.Tensor] = {}  # summed importance
-        self.anchor: dict[str, torch.Tensor] = {}  # importance-weighted mean of the anchors
-        self.offset = 0.0  # makes the folded penalty equal the sum of per-experience terms
-        self.experiences = 0
+    # The folded-quadratic state (omega, anchor, offset), after_experience, the byte plan and
+    # checkpoints are EWC's; MAS differs only in its importance and the penalty's scale.
 
     def extra_loss(self, ctx, batch, x, logits):
         if not self.omega or self.params.lam == 0:
@@ -147,24 +143,3 @@ class MAS(Strategy):
         idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.x.device)
         t = data.t[idx] if ctx.stream.uses_task_ids else None
         return mas_importance(ctx.model, ctx.stream.prepare(data.x[idx]), t, self.params.chunk)
-
-    def after_experience(self, ctx, exp, data: Batch) -> None:
-        omega = self.importance(ctx, data)
-        anchor = {k: p.detach().clone() for k, p in ctx.model.named_parameters() if k in omega}
-        self.omega, self.anchor, self.offset = fold_quadratics(self.omega, self.anchor, self.offset,
-                                                               omega, anchor)
-        self.experiences += 1
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.omega.values(), *self.anchor.values()]
-
-    def planned_bytes(self, plan: Plan) -> int:
-        return 2 * plan.param_bytes  # one folded importance and one anchor per parameter
-
-    def state_dict(self) -> dict:
-        return {"omega": self.omega, "anchor": self.anchor, "offset": self.offset,
-                "experiences": self.experiences}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.omega, self.anchor = dict(state["omega"]), dict(state["anchor"])
-        self.offset, self.experiences = float(state["offset"]), int(state["experiences"])
