@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 from ..errors import ConfigError
+from ._persample import linear_path, per_sample_mean, vmap_path
 from .base import Batch, Plan, Strategy
 
 
@@ -39,80 +39,28 @@ class EWCParams:
             raise ConfigError("ewc.fisher_samples must be >= 0 and ewc.chunk >= 1")
 
 
+def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y, reduction="sum")
+
+
+def _square(g: torch.Tensor) -> torch.Tensor:
+    return g * g
+
+
 def empirical_fisher(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                      t: torch.Tensor | None, chunk: int = 64) -> dict[str, torch.Tensor]:
     """Mean over samples of the squared gradient of -log p(y|x) for every trainable parameter."""
-    fast = _linear_fisher(model, x, y, t, max(chunk, 256))
-    return fast if fast is not None else _vmap_fisher(model, x, y, t, chunk)
+    return per_sample_mean(model, x, y, t, _nll, _square, chunk)
 
 
 def _linear_fisher(model, x, y, t, chunk) -> dict[str, torch.Tensor] | None:
-    """Exact shortcut when every trainable parameter is in an ``nn.Linear`` applied once per sample:
-    sample i's weight gradient is g_i a_i^T (g: gradient at the layer's output, a: its input), so
-    sum_i (g_i a_i^T)^2 = (G^2)^T (A^2) -- one matmul, no per-sample gradient in memory.
-    Returns None when the model has other parameters, so the general path is used."""
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    covered = {f"{n}.{k}" for n, m in linears.items() for k, _ in m.named_parameters(recurse=False)}
-    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
-    if not trainable or not trainable <= covered:
-        return None
-    seen: dict[str, list] = {}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            output.retain_grad()
-            seen.setdefault(name, []).append((inputs[0].detach(), output))
-        return fn
-
-    fisher = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
-    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            seen.clear()
-            out = model(x[sl], None if t is None else t[sl])
-            if any(len(v) != 1 for v in seen.values()):
-                return None  # a layer applied twice per sample: the identity does not hold
-            # Summed (not averaged) loss: each sample's output gradient is its own gradient.
-            grads = torch.autograd.grad(F.cross_entropy(out, y[sl], reduction="sum"),
-                                        [o for v in seen.values() for _, o in v])
-            for (name, [(a, _)]), g in zip(seen.items(), grads):
-                a2, g2 = a.reshape(-1, a.shape[-1]).pow(2), g.reshape(-1, g.shape[-1]).pow(2)
-                if f"{name}.weight" in fisher:
-                    fisher[f"{name}.weight"] += g2.T @ a2
-                if f"{name}.bias" in fisher:
-                    fisher[f"{name}.bias"] += g2.sum(0)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {k: f / x.shape[0] for k, f in fisher.items()}
+    """The exact linear-layer path, (G^2)^T (A^2); None for other models."""
+    return linear_path(model, x, y, t, _nll, _square, chunk)
 
 
 def _vmap_fisher(model, x, y, t, chunk) -> dict[str, torch.Tensor]:
-    """General path: per-sample gradients with torch.func (vmap over grad), in chunks."""
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def nll(p, xi, yi, ti):
-        args = (xi.unsqueeze(0),) if ti is None else (xi.unsqueeze(0), ti.unsqueeze(0))
-        out = functional_call(model, ({**p, **frozen}, buffers), args)
-        return F.cross_entropy(out, yi.unsqueeze(0))
-
-    per_sample = vmap(grad(nll), in_dims=(None, 0, 0, None if t is None else 0))
-    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
-    was_training = model.training
-    model.eval()
-    for start in range(0, x.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        g = per_sample(params, x[sl], y[sl], None if t is None else t[sl])
-        for k, gk in g.items():
-            fisher[k] += torch.einsum("n...,n...->...", gk, gk)  # sum of squares, no temporary
-    model.train(was_training)
-    return {k: f / x.shape[0] for k, f in fisher.items()}
+    """The general path: torch.func per-sample gradients."""
+    return vmap_path(model, x, y, t, _nll, _square, chunk)
 
 
 def quadratic_penalty(model: torch.nn.Module, omega: dict, anchor: dict) -> torch.Tensor:

@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call, grad, vmap
 
 from ..errors import ConfigError
 from .base import Batch
+from ._persample import linear_path, per_sample_mean, vmap_path
 from .ewc import EWC, quadratic_penalty
 
 
@@ -48,79 +48,24 @@ def _sq_norm(out: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(out), out, torch.zeros_like(out)).pow(2).sum()
 
 
+def _output_norm(out: torch.Tensor, y: None) -> torch.Tensor:
+    return _sq_norm(out)  # unsupervised: the labels are never read
+
+
 def mas_importance(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor | None,
                    chunk: int = 64) -> dict[str, torch.Tensor]:
     """Mean over inputs of |d ||F(x)||^2 / d theta| for every trainable parameter (no labels)."""
-    fast = _linear_importance(model, x, t, max(chunk, 256))
-    return fast if fast is not None else _vmap_importance(model, x, t, chunk)
+    return per_sample_mean(model, x, None, t, _output_norm, torch.abs, chunk)
 
 
 def _linear_importance(model, x, t, chunk) -> dict[str, torch.Tensor] | None:
-    """Exact when every trainable parameter is in an ``nn.Linear`` applied once per sample;
-    None otherwise (the general path is used)."""
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    covered = {f"{n}.{k}" for n, m in linears.items() for k, _ in m.named_parameters(recurse=False)}
-    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
-    if not trainable or not trainable <= covered:
-        return None
-    seen: dict[str, list] = {}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            seen.setdefault(name, []).append((inputs[0].detach(), output))
-        return fn
-
-    total = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
-    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            seen.clear()
-            out = model(x[sl], None if t is None else t[sl])
-            if any(len(v) != 1 for v in seen.values()):
-                return None  # a layer applied twice per sample: the identity does not hold
-            # The samples' terms are independent, so the summed loss gives each its own gradient.
-            grads = torch.autograd.grad(_sq_norm(out), [v[0][1] for v in seen.values()],
-                                        allow_unused=True)
-            for (name, [(a, _)]), g in zip(seen.items(), grads):
-                if g is None:  # a layer the output does not depend on: zero importance
-                    continue
-                a1, g1 = a.reshape(-1, a.shape[-1]).abs(), g.reshape(-1, g.shape[-1]).abs()
-                if f"{name}.weight" in total:
-                    total[f"{name}.weight"] += g1.T @ a1
-                if f"{name}.bias" in total:
-                    total[f"{name}.bias"] += g1.sum(0)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {k: v / x.shape[0] for k, v in total.items()}
+    """The exact linear-layer path, |G|^T |A|; None for other models."""
+    return linear_path(model, x, None, t, _output_norm, torch.abs, chunk)
 
 
 def _vmap_importance(model, x, t, chunk) -> dict[str, torch.Tensor]:
-    """General path: per-sample gradients with torch.func (vmap over grad), in chunks."""
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def sq_norm(p, xi, ti):
-        args = (xi.unsqueeze(0),) if ti is None else (xi.unsqueeze(0), ti.unsqueeze(0))
-        return _sq_norm(functional_call(model, ({**p, **frozen}, buffers), args))
-
-    per_sample = vmap(grad(sq_norm), in_dims=(None, 0, None if t is None else 0))
-    total = {k: torch.zeros_like(v) for k, v in params.items()}
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            for k, gk in per_sample(params, x[sl], None if t is None else t[sl]).items():
-                total[k] += gk.abs().sum(0)
-    finally:
-        model.train(was_training)
-    return {k: v / x.shape[0] for k, v in total.items()}
+    """The general path: torch.func per-sample gradients."""
+    return vmap_path(model, x, None, t, _output_norm, torch.abs, chunk)
 
 
 class MAS(EWC):
