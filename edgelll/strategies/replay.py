@@ -60,7 +60,7 @@ DEFAULT_SIZE = 200
 
 class Replay(Strategy):
     name = "replay"
-    description = "rehearse a reservoir (or class-balanced) exemplar buffer"
+    description = "rehearse an exemplar buffer: reservoir, class-balanced or herding selection"
     Params = ReplayParams
 
     def __init__(self, params=None) -> None:
