@@ -236,6 +236,8 @@ class Learner:
             self.model = ctx.model = model.to(self.device)
             self.optimizer = make_optimizer(cfg, self.model)
         own = exp.train_data()
+        for s in self.strategies:
+            own = s.holdout(ctx, exp, own)
         data = own
         for s in self.strategies:
             data = s.training_data(ctx, exp, data)

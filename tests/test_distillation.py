@@ -356,7 +356,7 @@ def test_validation_split_is_held_out_per_new_class_and_stored():
     assert bic.memory_bytes() <= learner.planned["strategy:bic"]
     exp = learner.stream.experiences[2]
     data = exp.train_data()
-    kept = bic.training_data(learner.ctx, exp, data)
+    kept = bic.holdout(learner.ctx, exp, data)
     assert len(kept) == len(data) - 4 * exp.n_local_classes
     stored = bic.val.x[-4 * exp.n_local_classes:].reshape(-1, 64)
     hits = (kept.x.reshape(len(kept), 1, 64) == stored.unsqueeze(0)).all(-1).any(0)
@@ -368,3 +368,18 @@ def test_validation_split_is_held_out_per_new_class_and_stored():
 def test_bic_is_refused_outside_the_class_scenario(scenario):
     with pytest.raises(ConfigError, match="--scenario class"):
         Learner(_cfg(strategies=["bic"], scenario=scenario)).run()
+
+
+def test_replay_never_stores_the_samples_bic_holds_out():
+    # A buffer larger than the stream keeps every sample it is offered, so it holds exactly the
+    # rows learned from: each experience's data less BiC's validation rows.
+    cfg = _cfg(strategies=["replay", "bic"], tasks=3, steps=3, replay={"size": 5000},
+               bic={"val_per_class": 4, "epochs": 1})
+    learner = _run(cfg)
+    replay, bic = _strategy(learner, "replay"), _strategy(learner, "bic")
+    offered = sum(len(e.train_data()) for e in learner.stream.experiences)
+    assert len(bic.val) == 4 * sum(e.n_local_classes for e in learner.stream.experiences)
+    assert replay.buffer.size == offered - len(bic.val)
+    assert torch.bincount(replay.buffer.y[: replay.buffer.size].long(), minlength=10).tolist() == [
+        int((torch.cat([e.train_data().y for e in learner.stream.experiences]) == c).sum()) - 4
+        for c in range(10)]

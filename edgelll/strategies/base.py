@@ -57,6 +57,12 @@ class Strategy:
         """Return the model to train on ``exp`` (a new or changed one rebuilds the optimizer)."""
         return model
 
+    def holdout(self, ctx: Context, exp: Experience, data: Batch) -> Batch:
+        """Return the part of the experience's own data that is learned from; rows held out here
+        (BiC's validation split) stay with the strategy, and never reach training, buffers or
+        ``after_experience``."""
+        return data
+
     def training_data(self, ctx: Context, exp: Experience, data: Batch) -> Batch:
         """Return the data set the experience trains on (joint training widens it)."""
         return data

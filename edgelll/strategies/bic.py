@@ -14,11 +14,12 @@ classes. BiC corrects this in two stages per experience:
    is fitted by cross-entropy on a class-balanced validation set with everything else frozen
    (the logits o are computed once; only alpha and beta learn).
 
-The validation set: :meth:`BiC.training_data` removes ``val_per_class`` samples of every new class
+The validation set: :meth:`BiC.holdout` removes ``val_per_class`` samples of every new class
 from the experience's training data (seeded by the run's generator; a class keeps at least one
 training sample) and stores them for the rest of the stream, so every class seen has its share.
-These stored samples count in the memory report. (``replay`` samples its exemplars from the
-experience's full data, so a held-out sample can also be an exemplar.)
+These stored samples count in the memory report. Held-out rows never reach training, and never
+reach another strategy's ``after_experience`` either, so ``replay`` cannot store one as an
+exemplar.
 
 The bias layer is :class:`edgelll.models.bias.BiasCorrection`, installed by :meth:`adapt_model` from
 the second experience and re-pointed at each new experience's classes; only the newest pair is
@@ -91,7 +92,7 @@ class BiC(Strategy):
             model.repoint(exp.label_offset)
         return model
 
-    def training_data(self, ctx, exp, data: Batch) -> Batch:
+    def holdout(self, ctx, exp, data: Batch) -> Batch:
         y, n = data.y, len(data)
         keys = torch.rand(n, generator=ctx.generator).to(y.device, torch.float64)
         order = torch.argsort(y.double() * 2 + keys)  # by class, random within a class
