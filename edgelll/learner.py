@@ -159,7 +159,10 @@ class Learner:
             self.planned, self.plan = plan_memory(self.model, self.stream, self.strategies, self.ctx,
                                                   cfg, self.probe.activation_bytes)
         self.rows = cfg.batch_size + sum(s.extra_rows(cfg.batch_size) for s in self.strategies)
-        self.flops_cap_steps = steps_for_flops(cfg.compute_flops, self.probe.forward_flops, self.rows)
+        # At most this many full-batch steps fit --compute-flops (steps cost at least a batch's
+        # forward and backward; strategies add theirs, counted exactly as the steps run).
+        self.flops_cap_steps = steps_for_flops(cfg.compute_flops, self.probe.forward_flops,
+                                               cfg.batch_size)
         self.random_acc = evaluate_all(self.model, self.stream, cfg)
         self.acc: list[list[float]] = []
         self.stats: list[dict] = []
@@ -266,18 +269,17 @@ class Learner:
         return held != {id(p) for p in model.parameters() if p.requires_grad}
 
     def _step_budget(self, n: int) -> int:
+        """Steps the experience runs unless --compute-flops stops it first."""
         cfg = self.cfg
         total = cfg.steps or cfg.epochs * math.ceil(n / cfg.batch_size)
-        for cap in (cfg.compute_steps, self.flops_cap_steps):
-            if cap is not None:
-                total = min(total, cap)
-        return total
+        return total if cfg.compute_steps is None else min(total, cfg.compute_steps)
 
     def _train(self, exp: Experience, data: Batch) -> tuple[int, int, float]:
         cfg, ctx, model, opt = self.cfg, self.ctx, self.model, self.optimizer
         n, bs = len(data), cfg.batch_size
         total = self._step_budget(n)
-        self.reporter.start_experience(exp.index, len(self.stream), total, exp.classes)
+        shown = total if self.flops_cap_steps is None else min(total, self.flops_cap_steps)
+        self.reporter.start_experience(exp.index, len(self.stream), shown, exp.classes)
         use_t = self.stream.uses_task_ids
         flops_per_row = 3 * self.probe.forward_flops
         steps = flops = 0
@@ -292,8 +294,10 @@ class Learner:
                 batch = Batch(data.x[idx], data.y[idx], data.t[idx])
                 for s in self.strategies:
                     batch = s.mix_batch(ctx, batch)
-                if cfg.compute_flops is not None and flops + flops_per_row * len(batch) > cfg.compute_flops:
-                    total = steps  # the next step would overrun the FLOP budget
+                step_flops = flops_per_row * len(batch) + sum(
+                    s.step_flops(ctx, batch, self.probe.forward_flops) for s in self.strategies)
+                if cfg.compute_flops is not None and flops + step_flops > cfg.compute_flops:
+                    total = steps  # the next step would overrun the FLOP budget: stop here
                     break
                 x = self.stream.prepare(batch.x)
                 with _autocast(self.device, cfg.amp):
@@ -312,10 +316,11 @@ class Learner:
                     s.after_step(ctx, batch)
                 loss_sum += loss.detach()
                 steps += 1
-                flops += flops_per_row * len(batch)
-                if steps % 25 == 0 or steps == total:
-                    self.reporter.advance(25 if steps % 25 == 0 else steps % 25,
-                                          loss.item() if self.reporter.console else None)
+                flops += step_flops
+                if steps % 25 == 0:
+                    self.reporter.advance(25, loss.item() if self.reporter.console else None)
+        if steps % 25:
+            self.reporter.advance(steps % 25, loss.item() if self.reporter.console else None)
         mean_loss = (loss_sum / max(1, steps)).item()
         if not math.isfinite(mean_loss):
             raise EdgelllError(f"training diverged on experience {exp.index} (loss {mean_loss}); "

@@ -168,6 +168,16 @@ def test_lwf_task_scenario_distills_every_old_head_on_every_input():
                                                                                rel=1e-6)
 
 
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_lwf_counts_the_previous_models_forward_pass_in_the_flops(scenario):
+    learner = _run(_cfg(strategies=["lwf"], scenario=scenario))
+    F_row, bs = learner.probe.forward_flops, learner.cfg.batch_size
+    first, *later = learner.stats
+    assert first["flops"] == first["steps"] * 3 * F_row * bs  # no previous model yet
+    for e in later:  # the multi-head MLP shares its backbone: one old pass per row either way
+        assert e["flops"] == e["steps"] * 4 * F_row * bs
+
+
 def test_lwf_memory_is_the_old_model_and_within_the_plan():
     learner = _run(_cfg(strategies=["lwf"]), n=2)
     lwf = _strategy(learner, "lwf")

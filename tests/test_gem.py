@@ -280,6 +280,27 @@ def test_memory_is_a_uniform_subset_of_each_experience_in_its_source_dtype(name)
 
 
 @pytest.mark.parametrize("name", ["gem", "agem"])
+def test_compute_flops_count_the_memory_gradients(name):
+    # Each step costs the batch's forward and backward (3 forwards per row) plus the memory's:
+    # GEM every stored row, A-GEM one reference batch (at most what is stored).
+    free = Learner(resolve(TINY, {"strategies": [name], name: {"per_experience": 20}}))
+    free.run()
+    F_row, bs = free.probe.forward_flops, free.cfg.batch_size
+    for k, e in enumerate(free.stats):
+        stored = 20 * k if name == "gem" else min(bs, 20 * k)
+        assert e["flops"] == e["steps"] * 3 * F_row * (bs + stored)
+    limit = free.stats[2]["flops"] // 2  # half of what the last experience spent
+    capped = Learner(resolve(TINY, {"strategies": [name], name: {"per_experience": 20},
+                                    "compute_flops": limit}))
+    capped.run()
+    for k, e in enumerate(capped.stats):
+        step = 3 * F_row * (bs + (20 * k if name == "gem" else min(bs, 20 * k)))
+        assert e["flops"] <= limit
+        assert e["steps"] == TINY["steps"] or limit < e["flops"] + step  # the last step that fits
+    assert capped.stats[2]["steps"] < free.stats[2]["steps"]
+
+
+@pytest.mark.parametrize("name", ["gem", "agem"])
 def test_size_is_split_over_experiences_and_the_budget_sizes_the_memory(name):
     learner = Learner(resolve(TINY, {"strategies": [name], name: {"size": 31}}))
     assert learner.strategies[0].per_experience(3) == 10

@@ -58,6 +58,12 @@ class AGEM(EpisodicStrategy):
         idx = torch.randperm(n, generator=ctx.generator)[: self._rows(batch_size)].to(self.x.device)
         return Batch(self.x[idx], self.y[idx], self.t[idx])
 
+    def step_flops(self, ctx, batch, forward_flops: int) -> int:
+        # A forward and backward pass over the reference batch.
+        if not self.n_stored:
+            return 0
+        return 3 * forward_flops * min(self._rows(ctx.cfg.batch_size), self.bounds[-1])
+
     def after_backward(self, ctx, batch) -> None:
         if self.n_stored == 0:
             return

@@ -67,6 +67,12 @@ class Strategy:
         """Return the data set the experience trains on (joint training widens it)."""
         return data
 
+    def step_flops(self, ctx: Context, batch: Batch, forward_flops: int) -> int:
+        """FLOPs this strategy adds to a training step on ``batch`` beyond the model's forward and
+        backward pass of it (``forward_flops``: one row's forward pass through the model). They
+        count towards ``--compute-flops``."""
+        return 0
+
     def mix_batch(self, ctx: Context, batch: Batch) -> Batch:
         """Return the batch to train on (replay adds stored samples)."""
         return batch

@@ -68,6 +68,10 @@ class GEM(EpisodicStrategy):
         rows = self.params.size if self.params.size is not None else self.params.per_experience
         return max(0, rows - batch_size)
 
+    def step_flops(self, ctx, batch, forward_flops: int) -> int:
+        # A forward and backward pass (3 forwards) over every stored experience's memory.
+        return 3 * forward_flops * self.bounds[-1] if self.n_stored else 0
+
     def memory_grads(self, ctx, params: list[torch.Tensor], numel: int) -> torch.Tensor:
         """G: row k is the loss gradient on experience k's memory (a loop over experiences)."""
         G = torch.empty(self.n_stored, numel, device=params[0].device, dtype=params[0].dtype)

@@ -82,6 +82,16 @@ class LwF(Strategy):
             kd = kd_loss(logits[:, : target.shape[1]], target, T)
         return self.params.alpha * kd
 
+    def step_flops(self, ctx, batch, forward_flops: int) -> int:
+        # The previous model's forward pass over the batch (its size is the current model's or
+        # less; in the task scenario a model without a shared backbone runs once per old task).
+        if self.old is None or self.params.alpha == 0:
+            return 0
+        head = getattr(self.old, "head", None)
+        shared = isinstance(head, MultiHeadClassifier) and hasattr(self.old, "forward_features")
+        passes = self.old_tasks if ctx.stream.scenario == "task" and not shared else 1
+        return passes * forward_flops * len(batch)
+
     def after_experience(self, ctx, exp, data) -> None:
         self.input_shape = tuple(ctx.stream.input_shape)
         self.old = frozen_copy(ctx.model, self.input_shape)
