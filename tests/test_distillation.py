@@ -142,6 +142,13 @@ def test_lwf_class_scenario_distills_only_the_old_units():
     got = lwf.extra_loss(ctx, batch, x, logits)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6) and got.item() > 1e-4
     assert not any(p.requires_grad for p in lwf.old.parameters())
+    # balance: (1/t) CE + (1 - 1/t) alpha KD, as CE + (t - 1) alpha KD, t the experiences seen
+    balanced = create_strategy("lwf", {"alpha": 0.7, "T": 2.0, "balance": True})
+    balanced.old, balanced.old_tasks = lwf.old, lwf.old_tasks
+    for seen in (2, 3, 5):
+        ctx.experience = seen - 1
+        got = balanced.extra_loss(ctx, batch, x, logits)
+        assert got.item() == pytest.approx((seen - 1) * expected.item(), rel=1e-6)
 
 
 def test_lwf_task_scenario_distills_every_old_head_on_every_input():

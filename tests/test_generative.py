@@ -3,9 +3,11 @@ solver, the distillation rows, resume and memory."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgelll import ConfigError, resolve
 from edgelll.batch import Batch
+from edgelll.kd import kd_loss
 from edgelll.learner import Learner
 from edgelll.models.vae import VAE, vae_sizes
 from edgelll.strategies import strategy_params
@@ -97,13 +99,30 @@ def test_distillation_acts_on_the_replayed_rows_only():
     mixed = s.mix_batch(ctx, Batch(own.x[:10], own.y[:10], own.t[:10]))
     x = ctx.stream.prepare(mixed.x)
     logits = ctx.model(x)
-    # Right after freezing, the live model on its old units is the frozen solver: no pull.
-    assert s.extra_loss(ctx, mixed, x, logits).item() < 1e-6
+    y = mixed.y.long()
+
+    def total(z):  # what the learner minimises: its mean cross-entropy plus the extra loss
+        return F.cross_entropy(z, y) + s.extra_loss(ctx, mixed, x, z)
+
+    def expected(z):  # r = 1/2: hard labels on the new rows, soft targets on the replayed ones
+        kd = kd_loss(z[10:, : s.replayed[2].shape[1]], s.replayed[2], 3.0)
+        return 0.5 * F.cross_entropy(z[:10], y[:10]) + 0.5 * kd
+
+    assert len(mixed) == 20
+    for z in (logits, logits + torch.randn_like(logits)):
+        z = z.detach().requires_grad_()
+        got, want = total(z), expected(z)
+        torch.testing.assert_close(got, want)
+        g_got, = torch.autograd.grad(got, z)
+        g_want, = torch.autograd.grad(expected(z), z)
+        torch.testing.assert_close(g_got, g_want)
+    # Right after freezing, the live model on its old units is the frozen solver: the soft part
+    # is zero, and moving a replayed row's old unit away from it is penalised.
+    kd0 = expected(logits) - 0.5 * F.cross_entropy(logits[:10], y[:10])
+    assert kd0.abs().item() < 1e-6
     shifted = logits.detach().clone()
-    shifted[:10] += torch.randn(10, logits.shape[1])  # new-data rows: ignored
-    assert s.extra_loss(ctx, mixed, x, shifted).item() < 1e-6
-    shifted[10:, 0] += 2.0  # a replayed row's old unit: penalised
-    assert s.extra_loss(ctx, mixed, x, shifted).item() > 1e-3
+    shifted[10:, 0] += 2.0
+    assert total(shifted).item() - 0.5 * F.cross_entropy(shifted[:10], y[:10]).item() > 1e-3
 
 
 def _run_steps(cfg, run_dir, n):

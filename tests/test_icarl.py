@@ -2,6 +2,7 @@
 nearest-mean-of-exemplars classifier and the sigmoid distillation term."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -183,7 +184,7 @@ def test_nmc_wrapper_rebuilds_from_its_arch_with_its_means():
 def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
     torch.manual_seed(3)
     model = create_model("mlp", (1, 2, 2), 3, hidden=(5,))
-    strat = create_strategy("icarl", {"lam": 2.0})
+    strat = create_strategy("icarl", {"lam": 2.0, "bce": False})
     from edgelll.kd import frozen_copy
     strat.old = frozen_copy(model, (1, 2, 2))
     model.head.grow(5)  # two new classes: not distilled
@@ -198,6 +199,37 @@ def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
     shifted = logits.detach().clone()
     shifted[:, 3:] += 10.0  # new classes' units do not enter the term
     assert abs(strat.extra_loss(None, None, x, shifted).item() - loss.item()) < 1e-6
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam):
+    # Algorithm 3: targets are the old model's sigmoid outputs on the old classes' units and the
+    # one-hot label on the new ones; the learner's softmax cross-entropy is taken back out.
+    torch.manual_seed(4)
+    model = create_model("mlp", (1, 2, 2), 3, hidden=(5,))
+    strat = create_strategy("icarl", {"lam": lam})
+    from edgelll.kd import frozen_copy
+    x, y = torch.randn(7, 1, 2, 2), torch.tensor([3, 4, 0, 4, 2, 3, 1])
+    batch = SimpleNamespace(y=y)
+    first = model(x).detach().requires_grad_(True)  # no previous model: BCE on every unit
+    total = F.cross_entropy(first, y.clamp(max=2)) + strat.extra_loss(
+        None, SimpleNamespace(y=y.clamp(max=2)), x, first)
+    want = F.binary_cross_entropy_with_logits(first, F.one_hot(y.clamp(max=2), 3).float(),
+                                              reduction="sum") / 7
+    torch.testing.assert_close(total, want)
+    strat.old = frozen_copy(model, (1, 2, 2))
+    model.head.grow(5)
+    z = (model(x) + torch.randn(7, 5)).detach().requires_grad_(True)
+    total = F.cross_entropy(z, y) + strat.extra_loss(None, batch, x, z)
+    q = torch.sigmoid(strat.old(x))
+    want = (lam * F.binary_cross_entropy_with_logits(z[:, :3], q, reduction="sum")
+            + F.binary_cross_entropy_with_logits(z[:, 3:], F.one_hot(y, 5)[:, 3:].float(),
+                                                 reduction="sum")) / 7
+    torch.testing.assert_close(total, want)
+    g, = torch.autograd.grad(total, z)
+    g_want = torch.cat([lam * (torch.sigmoid(z[:, :3]) - q),
+                        torch.sigmoid(z[:, 3:]) - F.one_hot(y, 5)[:, 3:]], 1) / 7
+    torch.testing.assert_close(g, g_want.detach())
 
 
 def test_icarl_beats_naive_on_the_embedded_digits():

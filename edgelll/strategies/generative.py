@@ -9,7 +9,8 @@ decoder) and of the solver are kept. While later experiences are learned, each b
 y~ = argmax_y S_old(x~) (in the task scenario each x~ gets a task id drawn uniformly over the
 past tasks, and S_old's head for that task labels it). The learner's cross-entropy then trains on
 both, as in DGR's L = r L(new) + (1 - r) L(replay) with r = 1/2. With ``distill=True`` the
-replayed rows also get T^2 KL(softmax(S_old(x~)/T) || softmax(S(x~)/T)) (Hinton et al. 2015).
+replayed rows learn from soft targets instead of the hard labels, as in van de Ven & Tolias's
+DGR+distill: L(replay) = T^2 KL(softmax(S_old(x~)/T) || softmax(S(x~)/T)) (Hinton et al. 2015).
 
 The VAE works in [0, 1] pixel space over the range of the stored data seen (lo..hi, e.g. 0..16 for
 the embedded digits, 0..255 for MNIST); generated samples are mapped back to stored units and,
@@ -24,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..kd import frozen, frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen
@@ -130,7 +132,11 @@ class GenerativeReplay(Strategy):
         if not self.params.distill or self.replayed is None:
             return None
         start, stop, old = self.replayed
-        return kd_loss(logits[start:stop, : old.shape[1]], old, self.params.T)
+        rows, share = logits[start:stop].float(), (stop - start) / len(batch)
+        # The learner's mean cross-entropy gave these rows their share of hard-label loss; under
+        # DGR+distill they learn from the soft targets instead, so that share is taken back out.
+        hard = F.cross_entropy(rows, batch.y[start:stop])
+        return share * (kd_loss(rows[:, : old.shape[1]], old, self.params.T) - hard)
 
     def after_step(self, ctx, batch: Batch) -> None:
         scale = max(self.hi - self.lo, 1e-12)

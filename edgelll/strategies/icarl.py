@@ -11,8 +11,11 @@ arXiv:1611.07725), for the class-incremental scenario.
       q_y = sigmoid(old model's logit y),  g_y = sigmoid(current logit y),
 
   the binary cross-entropy against the previous model's sigmoid outputs, weighted by ``lam`` and
-  averaged over rows. The learner's cross-entropy on the labels stands in for the paper's binary
-  cross-entropy on the new classes. The previous model is kept frozen ({"arch", "state"}).
+  averaged over rows. With ``bce=True`` (the paper's loss, the default) the new classes' units get
+  the binary cross-entropy against the one-hot labels too, summed with the distillation over
+  every unit, and this replaces the learner's softmax cross-entropy (the strategy's extra loss
+  subtracts it). With ``bce=False`` the learner's softmax cross-entropy on the labels stands in for
+  the new classes' part. The previous model is kept frozen ({"arch", "state"}).
 - Nearest-mean-of-exemplars classification (Algorithm 1, ``nmc=True``): after each experience
   mu_y = mean of the L2-normalised features of class y's exemplars, re-normalised (the paper
   re-normalises every average of features), and y*(x) = argmin_y || phi(x) - mu_y ||. The means
@@ -98,6 +101,7 @@ class ICaRLParams:
     batch_size: int | None = None  # exemplars per step; None: the training batch size
     lam: float = 1.0  # weight of the distillation term
     nmc: bool = True  # classify by nearest mean of exemplars (False: the network's head)
+    bce: bool = True  # the paper's sigmoid BCE on every unit (False: softmax CE + distillation)
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 1:
@@ -156,13 +160,22 @@ class ICaRL(Strategy):
         return batch.cat(self.buffer.sample(self.extra_rows(len(batch)), ctx.generator))
 
     def extra_loss(self, ctx, batch, x, logits):
-        if self.old is None or self.params.lam == 0:
-            return None
-        with torch.no_grad():
-            q = torch.sigmoid(self.old(x).float())
-        old_units = logits[:, : q.shape[1]].float()
-        bce = F.binary_cross_entropy_with_logits(old_units, q, reduction="sum")
-        return self.params.lam * bce / x.shape[0]
+        z, loss, n_old = logits.float(), None, 0
+        if self.old is not None and (self.params.lam != 0 or self.params.bce):
+            with torch.no_grad():
+                q = torch.sigmoid(self.old(x).float())
+            n_old = q.shape[1]  # the classes the previous model knew
+            if self.params.lam != 0:
+                bce = F.binary_cross_entropy_with_logits(z[:, :n_old], q, reduction="sum")
+                loss = self.params.lam * bce / x.shape[0]
+        if not self.params.bce:
+            return loss
+        # The paper's loss on the new classes' units (and the learner's cross-entropy taken back).
+        y = batch.y.long()
+        onehot = F.one_hot(y, z.shape[1])[:, n_old:].to(z.dtype)
+        new = F.binary_cross_entropy_with_logits(z[:, n_old:], onehot, reduction="sum") / x.shape[0]
+        new = new - F.cross_entropy(z, y)
+        return new if loss is None else loss + new
 
     def after_experience(self, ctx, exp, data: Batch) -> None:
         model, buf = ctx.model, self.buffer

@@ -15,6 +15,10 @@ over the old model's output units o:
   multi-head LwF; the batch's own task ids pick the head only for the cross-entropy the learner
   adds), one distillation term per old head, summed.
 
+``balance=True`` weighs the terms as van de Ven & Tolias (2019) do, by the number t of experiences
+seen: L = (1/t) CE + (1 - 1/t) alpha L_kd. It is implemented as CE + (t - 1) alpha L_kd, the same
+loss times t, which Adam's update does not see (SGD sees it as a learning rate t times larger).
+
 Only the latest copy is kept (it already learnt to imitate the earlier ones), so the state is at
 most one model: the final model's parameter bytes bound it. Composes with replay (the replayed
 rows are distilled too) and with bic (put ``lwf`` after ``bic`` to distill from the bias-corrected
@@ -38,6 +42,7 @@ from .base import Plan, Strategy
 class LwFParams:
     alpha: float = 1.0  # weight of the distillation term
     T: float = 2.0  # distillation temperature
+    balance: bool = False  # weigh old against new by the experiences seen (van de Ven & Tolias)
 
     def __post_init__(self) -> None:
         if not self.alpha >= 0:
@@ -80,7 +85,11 @@ class LwF(Strategy):
             with torch.no_grad():
                 target = self.old(x, None)
             kd = kd_loss(logits[:, : target.shape[1]], target, T)
-        return self.params.alpha * kd
+        return self.weight(ctx) * kd
+
+    def weight(self, ctx) -> float:
+        """alpha, times t - 1 (the old experiences, t counting the current one) with balance."""
+        return self.params.alpha * (ctx.experience if self.params.balance else 1)
 
     def step_flops(self, ctx, batch, forward_flops: int) -> int:
         # The previous model's forward pass over the batch (its size is the current model's or
