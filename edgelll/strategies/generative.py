@@ -10,7 +10,8 @@ y~ = argmax_y S_old(x~) (in the task scenario each x~ gets a task id drawn unifo
 past tasks, and S_old's head for that task labels it). The learner's cross-entropy then trains on
 both, as in DGR's L = r L(new) + (1 - r) L(replay) with r = 1/2. With ``distill=True`` the
 replayed rows learn from soft targets instead of the hard labels, as in van de Ven & Tolias's
-DGR+distill: L(replay) = T^2 KL(softmax(S_old(x~)/T) || softmax(S(x~)/T)) (Hinton et al. 2015).
+DGR+distill: L(replay) = T^2 KL(softmax(S_old(x~)/T) || softmax(S(x~)/T)) (Hinton et al. 2015),
+over all current units, the classes S_old did not know getting target probability 0.
 
 The VAE works in [0, 1] pixel space over the range of the stored data seen (lo..hi, e.g. 0..16 for
 the embedded digits, 0..255 for MNIST); generated samples are mapped back to stored units and,
@@ -136,7 +137,10 @@ class GenerativeReplay(Strategy):
         # The learner's mean cross-entropy gave these rows their share of hard-label loss; under
         # DGR+distill they learn from the soft targets instead, so that share is taken back out.
         hard = F.cross_entropy(rows, batch.y[start:stop])
-        return share * (kd_loss(rows[:, : old.shape[1]], old, self.params.T) - hard)
+        # Soft targets over every current unit: the classes the old solver did not know get
+        # probability 0 (logit -inf), so replayed rows also learn "not a new class".
+        pad = old.new_full((len(old), rows.shape[1] - old.shape[1]), float("-inf"))
+        return share * (kd_loss(rows, torch.cat([old, pad], 1), self.params.T) - hard)
 
     def after_step(self, ctx, batch: Batch) -> None:
         scale = max(self.hi - self.lo, 1e-12)
