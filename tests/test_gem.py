@@ -303,7 +303,19 @@ def test_compute_flops_count_the_memory_gradients(name):
 @pytest.mark.parametrize("name", ["gem", "agem"])
 def test_size_is_split_over_experiences_and_the_budget_sizes_the_memory(name):
     learner = Learner(resolve(TINY, {"strategies": [name], name: {"size": 31}}))
-    assert learner.strategies[0].per_experience(3) == 10
+    s = learner.strategies[0]
+    assert [s.per_experience(k) for k in (1, 2, 3)] == [31, 15, 10]
+    planned = learner.planned[f"strategy:{name}"]
+    history = []
+    for exp in learner.stream.experiences:  # shared among the experiences seen so far
+        learner.learn_experience(exp)
+        history.append((list(s.bounds), s.x.clone()))
+        assert s.memory_bytes() == sum(t.nbytes for t in s.tensors()) <= planned
+    assert [b for b, _ in history] == [[0, 31], [0, 15, 30], [0, 10, 20, 30]]
+    for (b0, x0), (b1, x1) in zip(history, history[1:]):  # each memory shrinks to a prefix
+        for k in range(len(b0) - 1):
+            assert torch.equal(x1[b1[k]:b1[k + 1]], x0[b0[k]:b0[k] + b1[k + 1] - b1[k]])
+    assert planned == 31 * (learner.plan.sample_bytes + 4)  # the peak: after the first
     cfg = resolve(TINY, {"strategies": [name], "memory": "200KB"})
     learner = Learner(cfg)
     s, plan = learner.strategies[0], learner.plan
@@ -318,6 +330,7 @@ def test_size_is_split_over_experiences_and_the_budget_sizes_the_memory(name):
 
 @pytest.mark.parametrize("kw", [
     {"strategies": ["gem"], "gem": {"per_experience": 16}},
+    {"strategies": ["gem"], "gem": {"size": 30}},
     {"strategies": ["agem"], "scenario": "task", "agem": {"per_experience": 16, "batch_size": 8}},
     {"strategies": ["replay", "gem"], "gem": {"per_experience": 8, "margin": 0.0}},
 ])

@@ -1,8 +1,12 @@
 """What GEM and A-GEM share: a per-experience episodic memory and flat gradient vectors.
 
 The memory keeps, for every finished experience, a uniform random subset of its training data
-(drawn with the run's generator, so resume is bit-exact) in the source dtype (uint8 stays uint8)
-with int16 labels and task ids, all experiences in one tensor with their boundaries: experience
+(drawn with the run's generator, so resume is bit-exact). With ``per_experience`` (or a size fitted
+to ``--memory``) each experience keeps that many; with ``size`` the total is shared equally among
+the experiences seen so far, so earlier memories start larger and shrink to a prefix of
+themselves (still a uniform subset) as experiences arrive, as in Hsu et al.'s GEM (their memory
+of ``memory_size // tasks_seen`` per task). Samples are stored in the source dtype (uint8 stays
+uint8) with int16 labels and task ids, all experiences in one tensor with their boundaries: experience
 k's memory is the view ``x[bounds[k]:bounds[k + 1]]``. Gradients are handled as one flat vector
 over the trainable parameters, in ``model.parameters()`` order.
 """
@@ -50,7 +54,14 @@ class EpisodicStrategy(Strategy):
         self._cache: tuple | None = None
 
     # -- how many exemplars per experience -----------------------------------------------------
+    @property
+    def shared(self) -> bool:
+        """True when ``size`` is shared among the experiences seen so far."""
+        return self.fitted is None and self.params.size is not None
+
     def per_experience(self, n_experiences: int) -> int:
+        """Exemplars per experience once ``n_experiences`` have been seen (``size`` shared) or
+        always (``per_experience`` or fitted)."""
         if self.fitted is not None:
             return self.fitted
         if self.params.size is None:
@@ -79,7 +90,10 @@ class EpisodicStrategy(Strategy):
         per = self.per_experience(plan.n_experiences)
         sizes = ([b // plan.sample_bytes for b in plan.train_bytes]
                  if plan.train_bytes and plan.sample_bytes else [per] * plan.n_experiences)
-        return sum(min(per, n) for n in sizes) * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES)
+        # The most the memory holds after any experience (shared: each count shrinks as k grows).
+        rows = max(sum(min(self.per_experience(k + 1) if self.shared else per, n)
+                       for n in sizes[: k + 1]) for k in range(len(sizes))) if sizes else 0
+        return rows * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES)
 
     # -- the memory ---------------------------------------------------------------------------
     @property
@@ -87,7 +101,12 @@ class EpisodicStrategy(Strategy):
         return len(self.bounds) - 1
 
     def after_experience(self, ctx, exp, data: Batch) -> None:
-        n = min(self.per_experience(len(ctx.stream)), len(data))
+        if self.shared:  # make room: every older memory shrinks to a prefix of itself
+            per = self.per_experience(exp.index + 1)
+            self._shrink(per)
+        else:
+            per = self.per_experience(len(ctx.stream))
+        n = min(per, len(data))
         idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.y.device)
         if n == 0:
             return  # nothing to remember (and an empty memory has no loss to constrain)
@@ -96,6 +115,16 @@ class EpisodicStrategy(Strategy):
             x, y, t = torch.cat([self.x, x]), torch.cat([self.y, y]), torch.cat([self.t, t])
         self.x, self.y, self.t = x, y, t
         self.bounds.append(self.bounds[-1] + n)
+
+    def _shrink(self, per: int) -> None:
+        spans = list(zip(self.bounds, self.bounds[1:]))
+        if self.x is None or all(b - a <= per for a, b in spans):
+            return
+        idx = torch.cat([torch.arange(a, min(b, a + per)) for a, b in spans]).to(self.x.device)
+        self.x, self.y, self.t = self.x[idx], self.y[idx], self.t[idx]
+        self.bounds = [0]
+        for a, b in spans:
+            self.bounds.append(self.bounds[-1] + min(b - a, per))
 
     def experience_memory(self, k: int) -> Batch:
         sl = slice(self.bounds[k], self.bounds[k + 1])
