@@ -142,6 +142,13 @@ def test_lwf_class_scenario_distills_only_the_old_units():
     got = lwf.extra_loss(ctx, batch, x, logits)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6) and got.item() > 1e-4
     assert not any(p.requires_grad for p in lwf.old.parameters())
+    # pad: the softmax spans every unit, the new classes' targets are 0
+    padded = create_strategy("lwf", {"alpha": 0.7, "T": 2.0, "pad": True})
+    padded.old, padded.old_tasks = lwf.old, lwf.old_tasks
+    p_t, log_p_s = F.softmax(lwf.old(x) / 2.0, 1), F.log_softmax(logits / 2.0, 1)
+    want = 0.7 * 4.0 * (p_t * (p_t.log() - log_p_s[:, :2])).sum(1).mean()
+    got = padded.extra_loss(ctx, batch, x, logits)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5) and got.item() > expected.item()
     # balance: (1/t) CE + (1 - 1/t) alpha KD, as CE + (t - 1) alpha KD, t the experiences seen
     balanced = create_strategy("lwf", {"alpha": 0.7, "T": 2.0, "balance": True})
     balanced.old, balanced.old_tasks = lwf.old, lwf.old_tasks

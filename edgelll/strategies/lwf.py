@@ -15,6 +15,10 @@ over the old model's output units o:
   multi-head LwF; the batch's own task ids pick the head only for the cross-entropy the learner
   adds), one distillation term per old head, summed.
 
+``pad=True`` (class scenario) distils over every current unit instead of the old ones alone, the
+units the old model lacks getting target probability 0, as van de Ven & Tolias's class-incremental
+LwF does; it also pulls the new classes' logits down on the new data.
+
 ``balance=True`` weighs the terms as van de Ven & Tolias (2019) do, by the number t of experiences
 seen: L = (1/t) CE + (1 - 1/t) alpha L_kd. It is implemented as CE + (t - 1) alpha L_kd, the same
 loss times t, which Adam's update does not see (SGD sees it as a learning rate t times larger).
@@ -43,6 +47,7 @@ class LwFParams:
     alpha: float = 1.0  # weight of the distillation term
     T: float = 2.0  # distillation temperature
     balance: bool = False  # weigh old against new by the experiences seen (van de Ven & Tolias)
+    pad: bool = False  # class scenario: distil over every unit, new classes' targets at 0
 
     def __post_init__(self) -> None:
         if not self.alpha >= 0:
@@ -84,7 +89,11 @@ class LwF(Strategy):
         else:
             with torch.no_grad():
                 target = self.old(x, None)
-            kd = kd_loss(logits[:, : target.shape[1]], target, T)
+            if self.params.pad and logits.shape[1] > target.shape[1]:
+                pad = target.new_full((len(target), logits.shape[1] - target.shape[1]), -torch.inf)
+                kd = kd_loss(logits, torch.cat([target, pad], 1), T)
+            else:
+                kd = kd_loss(logits[:, : target.shape[1]], target, T)
         return self.weight(ctx) * kd
 
     def weight(self, ctx) -> float:
