@@ -57,7 +57,7 @@ def methods(scenario: str) -> dict[str, list[str]]:
         "ewc": ["-s", "ewc", "--set", f"ewc.lam={lam}"],
         "online-ewc": ["-s", "online-ewc", "--set", f"online-ewc.lam={lam}"],
         "si": ["-s", "si", "--set", f"si.c={c}"],
-        "lwf": ["-s", "lwf", "--set", "lwf.balance=true"],
+        "lwf": ["-s", "lwf", "--set", "lwf.balance=true", "--set", "lwf.pad=true"],
         "dgr": ["-s", "generative", *VAE],
         "dgr+distill": ["-s", "generative", *VAE, "--set", "generative.distill=true"],
         "icarl": ["-s", "icarl", "--set", "icarl.size=2000"],
