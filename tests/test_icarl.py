@@ -201,13 +201,13 @@ def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
     assert abs(strat.extra_loss(None, None, x, shifted).item() - loss.item()) < 1e-6
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.5])
-def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam):
+@pytest.mark.parametrize("lam,T", [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0)])
+def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam, T):
     # Algorithm 3: targets are the old model's sigmoid outputs on the old classes' units and the
     # one-hot label on the new ones; the learner's softmax cross-entropy is taken back out.
     torch.manual_seed(4)
     model = create_model("mlp", (1, 2, 2), 3, hidden=(5,))
-    strat = create_strategy("icarl", {"lam": lam})
+    strat = create_strategy("icarl", {"lam": lam, "T": T})
     from edgelll.kd import frozen_copy
     x, y = torch.randn(7, 1, 2, 2), torch.tensor([3, 4, 0, 4, 2, 3, 1])
     batch = SimpleNamespace(y=y)
@@ -221,7 +221,7 @@ def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam):
     model.head.grow(5)
     z = (model(x) + torch.randn(7, 5)).detach().requires_grad_(True)
     total = F.cross_entropy(z, y) + strat.extra_loss(None, batch, x, z)
-    q = torch.sigmoid(strat.old(x))
+    q = torch.sigmoid(strat.old(x) / T)
     want = (lam * F.binary_cross_entropy_with_logits(z[:, :3], q, reduction="sum")
             + F.binary_cross_entropy_with_logits(z[:, 3:], F.one_hot(y, 5)[:, 3:].float(),
                                                  reduction="sum")) / 7
@@ -284,7 +284,7 @@ def test_memory_is_the_exemplars_plus_the_old_model_and_within_the_plan():
 
 
 def test_bad_settings_are_refused():
-    for bad in ({"size": 0}, {"lam": -1.0}, {"batch_size": 0}):
+    for bad in ({"size": 0}, {"lam": -1.0}, {"batch_size": 0}, {"T": 0.0}):
         with pytest.raises(ConfigError):
             strategy_params("icarl", bad)
     with pytest.raises(ConfigError, match="class scenario"):

@@ -8,7 +8,7 @@ arXiv:1611.07725), for the class-incremental scenario.
 - Distillation (Algorithm 3): on every row of the batch, for the s old classes,
 
       L_distill(x) = - sum_{y < s} [ q_y log g_y(x) + (1 - q_y) log(1 - g_y(x)) ],
-      q_y = sigmoid(old model's logit y),  g_y = sigmoid(current logit y),
+      q_y = sigmoid(old model's logit y / T),  g_y = sigmoid(current logit y),
 
   the binary cross-entropy against the previous model's sigmoid outputs, weighted by ``lam`` and
   averaged over rows. With ``bce=True`` (the paper's loss, the default) the new classes' units get
@@ -102,6 +102,7 @@ class ICaRLParams:
     lam: float = 1.0  # weight of the distillation term
     nmc: bool = True  # classify by nearest mean of exemplars (False: the network's head)
     bce: bool = True  # the paper's sigmoid BCE on every unit (False: softmax CE + distillation)
+    T: float = 1.0  # targets sigmoid(old logit / T): 1 in the paper, 2 in van de Ven & Tolias's code
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 1:
@@ -110,6 +111,8 @@ class ICaRLParams:
             raise ConfigError(f"icarl.batch_size must be at least 1, got {self.batch_size}")
         if not self.lam >= 0:
             raise ConfigError(f"icarl.lam must be >= 0, got {self.lam}")
+        if not self.T > 0:
+            raise ConfigError(f"icarl.T must be > 0, got {self.T}; e.g. --set icarl.T=1")
 
 
 class ICaRL(Strategy):
@@ -163,7 +166,7 @@ class ICaRL(Strategy):
         z, loss, n_old = logits.float(), None, 0
         if self.old is not None and (self.params.lam != 0 or self.params.bce):
             with torch.no_grad():
-                q = torch.sigmoid(self.old(x).float())
+                q = torch.sigmoid(self.old(x).float() / self.params.T)
             n_old = q.shape[1]  # the classes the previous model knew
             if self.params.lam != 0:
                 bce = F.binary_cross_entropy_with_logits(z[:, :n_old], q, reduction="sum")
