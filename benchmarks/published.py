@@ -60,7 +60,7 @@ def methods(scenario: str) -> dict[str, list[str]]:
         "lwf": ["-s", "lwf", "--set", "lwf.balance=true", "--set", "lwf.pad=true"],
         "dgr": ["-s", "generative", *VAE],
         "dgr+distill": ["-s", "generative", *VAE, "--set", "generative.distill=true"],
-        "icarl": ["-s", "icarl", "--set", "icarl.size=2000"],
+        "icarl": ["-s", "icarl", "--set", "icarl.size=2000", "--set", "icarl.T=2"],
         "rehearsal": ["-s", "replay", "--set", "replay.size=2000"],
         "gem": ["-s", "gem", "--set", "gem.size=2000"],
         # Hsu et al.'s own protocol for their numbers (their released scripts): 4 epochs per task,
