@@ -101,7 +101,12 @@ def tables(only: str) -> dict[str, list[tuple[str, list[str]]]]:
     order = [f"{p}-{s}" for p in ("split", "fashion") for s in ("class", "task", "domain")]
     out = {t: out[t] for t in [*order[:3], "permuted", *order[3:]]}  # MNIST first
     out = {t: [(m, protocol(cli)) for m, cli in runs] for t, runs in out.items()}
-    return out if only == "all" else {only: out[only]}
+    if only == "all":
+        return out
+    unknown = [t for t in only.split(",") if t not in out]
+    if unknown:
+        sys.exit(f"unknown table {unknown[0]!r}; choose from all, {', '.join(out)}")
+    return {t: out[t] for t in only.split(",")}
 
 
 def protocol(cli: list[str]) -> list[str]:
@@ -171,7 +176,7 @@ def finished(table: str, method: str, seed: int) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", default="split-class")
+    ap.add_argument("--table", default="split-class", help="a table, several (a,b) or all")
     ap.add_argument("--methods", default="", help="comma-separated subset")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once, each on its own threads")
