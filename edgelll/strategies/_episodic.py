@@ -87,12 +87,16 @@ class EpisodicStrategy(Strategy):
         self.fitted = int(per)
 
     def planned_bytes(self, plan: Plan) -> int:
-        per = self.per_experience(plan.n_experiences)
-        sizes = ([b // plan.sample_bytes for b in plan.train_bytes]
-                 if plan.train_bytes and plan.sample_bytes else [per] * plan.n_experiences)
-        # The most the memory holds after any experience (shared: each count shrinks as k grows).
-        rows = max(sum(min(self.per_experience(k + 1) if self.shared else per, n)
-                       for n in sizes[: k + 1]) for k in range(len(sizes))) if sizes else 0
+        n_exp = plan.n_experiences
+        fixed = self.per_experience(n_exp)  # also refuses a size below one per experience
+        known = plan.train_bytes and plan.sample_bytes
+        caps = [b // plan.sample_bytes for b in plan.train_bytes] if known else [None] * n_exp
+
+        def held(k: int) -> int:  # rows stored once experiences 0..k are done
+            per = self.per_experience(k + 1) if self.shared else fixed
+            return sum(per if cap is None else min(per, cap) for cap in caps[: k + 1])
+
+        rows = max((held(k) for k in range(len(caps))), default=0)  # shared: the peak is early
         return rows * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES)
 
     # -- the memory ---------------------------------------------------------------------------
