@@ -97,7 +97,8 @@ def tables(only: str) -> dict[str, list[tuple[str, list[str]]]]:
     out["permuted"] = [
         (m, ["--data", mnist, *PERMUTED, *args]) for m, args in
         (("none", ["-s", "naive"]), ("gem", ["-s", "gem", "--set", "gem.per_experience=256"]),
-         ("agem", ["-s", "agem", "--set", "agem.per_experience=256"]))]
+         ("agem", ["-s", "agem", "--set", "agem.per_experience=256",
+                   "--set", "agem.batch_size=256"]))]  # its reference gradient over 256 samples
     order = [f"{p}-{s}" for p in ("split", "fashion") for s in ("class", "task", "domain")]
     out = {t: out[t] for t in [*order[:3], "permuted", *order[3:]]}  # MNIST first
     out = {t: [(m, protocol(cli)) for m, cli in runs] for t, runs in out.items()}
