@@ -2,8 +2,10 @@
 
 Split MNIST (5 tasks) in the class, task and domain scenarios under van de Ven & Tolias's protocol
 (MLP 784-400-400-10, Adam lr 1e-3, batch 128, 2000 iterations per task; their per-scenario EWC
-lambda and SI c), Permuted MNIST (10 tasks) under the A-GEM protocol (MLP 256-256, SGD lr 0.03,
-batch 10, one epoch), and the same Split MNIST table on Fashion-MNIST. Every run is a whole
+lambda and SI c, DGR generator, iCaRL and LwF settings), Hsu et al.'s rehearsal and GEM rows under
+Hsu et al.'s own schedule, Permuted MNIST (10 tasks) under the A-GEM paper's settings (MLP 256-256,
+SGD lr 0.03, batch 10, one epoch, 256 samples per task, A-GEM's reference batch 256), and the same
+Split MNIST tables on Fashion-MNIST. Every run is a whole
 `edgelll learn` process writing its own run directory, so finished runs are kept and an
 interrupted sweep continues where it stopped. The table gives mean and standard deviation over
 seeds beside the published number and the difference.
