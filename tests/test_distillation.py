@@ -19,6 +19,8 @@ from edgelll.models import create_model, rebuild
 from edgelll.models.bias import BiasCorrection
 from edgelll.strategies import create_strategy
 
+from _resume import assert_resume_is_exact
+
 SHAPE = (1, 2, 2)
 
 
@@ -210,16 +212,10 @@ def test_lwf_memory_is_the_old_model_and_within_the_plan():
                                                                       "epochs": 3}},
 ])
 def test_resume_equals_uninterrupted_run(tmp_path, kw):
-    cfg = _cfg(**kw)
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    _run(cfg, 2, run_dir=tmp_path / "cut")  # "killed" after two experiences
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix  # exact, not approximate
+    assert_resume_is_exact(_cfg(**kw), tmp_path)
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert a.get("strategies") == b.get("strategies")
-    for x, y in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(x, y)
 
 
 # -- distillation into a student ------------------------------------------------------------------

@@ -8,6 +8,8 @@ from edgelll.buffer import ExemplarBuffer
 from edgelll.learner import Learner
 from edgelll.quant import dequantize, quantize, row_bytes
 
+from _resume import assert_resume_is_exact
+
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantisation_error_is_within_half_a_step(bits):
@@ -62,13 +64,7 @@ def test_budget_sizes_the_buffer_from_the_latent_row():
 
 
 def test_resume_is_exact(tmp_path):
-    cfg = _cfg(epochs=2, latent={"bits": 4, "size": 100})
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    cut = Learner(cfg, run_dir=tmp_path / "cut")
-    for exp in cut.stream.experiences[:2]:
-        cut.learn_experience(exp)
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix
+    assert_resume_is_exact(_cfg(epochs=2, latent={"bits": 4, "size": 100}), tmp_path)
 
 
 @pytest.mark.parametrize("bad", [{"bits": 3}, {"layer": -1}, {"size": 0}, {"weight": -1.0}])

@@ -10,6 +10,8 @@ from edgelll import EdgelllError, learn, resolve
 from edgelll.learner import Learner
 from edgelll.runs import latest_checkpoint, load_checkpoint
 
+from _resume import assert_resume_is_exact, run_interrupted
+
 
 def _cfg(**kw):
     base = {"strategies": ["naive"], "epochs": 3}
@@ -37,13 +39,6 @@ def test_class_scenario_matrix_layout():
     assert R[0, 0] > 0.9
 
 
-def _run_steps(cfg, run_dir, n):
-    learner = Learner(cfg, run_dir=run_dir)
-    for exp in learner.stream.experiences[:n]:
-        learner.learn_experience(exp)
-    return learner
-
-
 @pytest.mark.parametrize("kw", [
     {"strategies": ["replay", "ewc"], "ewc": {"lam": 100.0, "fisher_samples": 64}},
     {"strategies": ["naive"], "scenario": "domain", "optimizer": "sgd", "momentum": 0.9, "lr": 0.01},
@@ -52,17 +47,11 @@ def _run_steps(cfg, run_dir, n):
      "tasks": 3, "scenario": "class"},
 ])
 def test_resume_equals_uninterrupted_run(tmp_path, kw):
-    cfg = _cfg(epochs=2, **kw)
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    _run_steps(cfg, tmp_path / "cut", 2)  # "killed" after two experiences
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix  # exact, not approximate
+    assert_resume_is_exact(_cfg(epochs=2, **kw), tmp_path)  # "killed" after two experiences
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     for key in ("acc_matrix", "acc", "bwt", "fwt", "forgetting", "random_init_acc"):
         assert a[key] == b[key], key
-    for x, y in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(x, y)
 
 
 def test_checkpoints_hold_plain_values_and_load_weights_only(tmp_path):
@@ -78,7 +67,7 @@ def test_checkpoints_hold_plain_values_and_load_weights_only(tmp_path):
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     cfg = _cfg(epochs=1, tasks=2)
-    _run_steps(cfg, tmp_path / "r", 1)
+    run_interrupted(cfg, tmp_path / "r", 1)
     with pytest.raises(EdgelllError, match="different config"):
         Learner(_cfg(epochs=1, tasks=2, lr=0.5), run_dir=tmp_path / "r", resume=True)
     path = latest_checkpoint(tmp_path / "r")

@@ -18,6 +18,8 @@ from edgelll.strategies.mas import (MAS, MASParams, _linear_importance, _vmap_im
 from edgelll.strategies.online_ewc import OnlineEWC, OnlineEWCParams
 from edgelll.strategies.si import SI, SIParams
 
+from _resume import assert_resume_is_exact
+
 
 def _ctx(model, task_ids=False, seed=0):
     stream = SimpleNamespace(prepare=lambda x: x, uses_task_ids=task_ids)
@@ -269,15 +271,7 @@ def _cfg(**kw):
 
 @pytest.mark.parametrize("kw", _RUNS, ids=["online-ewc", "si", "mas", "replay+si-task"])
 def test_resume_equals_uninterrupted_run(tmp_path, kw):
-    cfg = _cfg(**kw)
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    cut = Learner(cfg, run_dir=tmp_path / "cut")
-    for exp in cut.stream.experiences[:2]:
-        cut.learn_experience(exp)
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix
-    for x, y in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(x, y)
+    full, resumed = assert_resume_is_exact(_cfg(**kw), tmp_path)
     for a, b in zip(full.strategies, resumed.strategies):
         sa, sb = a.state_dict(), b.state_dict()
         assert tensor_bytes(sa) == tensor_bytes(sb) > 0
