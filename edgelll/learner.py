@@ -151,6 +151,11 @@ class Learner:
                                   first.n_local_classes if multi else first.head_size,
                                   multi_head=multi, **cfg.model_args).to(self.device)
         self.strategies = [create_strategy(n, cfg.strategy_args.get(n, {})) for n in cfg.strategies]
+        replacing = [s for s in self.strategies if s.replaces_loss()]
+        if len(replacing) > 1:
+            raise ConfigError(f"{replacing[0].name} and {replacing[1].name} each replace the "
+                              f"cross-entropy loss; use one of them")
+        self.task_loss = replacing[0] if replacing else None  # the strategy whose loss is used
         self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator)
         sample = self.stream.prepare(first.x_test[:1])
         t1 = torch.zeros(1, dtype=torch.long, device=self.device) if self.stream.uses_task_ids else None
@@ -302,7 +307,8 @@ class Learner:
                 x = self.stream.prepare(batch.x)
                 with _autocast(self.device, cfg.amp):
                     logits = model(x, batch.t if use_t else None)
-                    loss = F.cross_entropy(logits.float(), batch.y)
+                    loss = (self.task_loss.task_loss(ctx, batch, x, logits) if self.task_loss
+                            else F.cross_entropy(logits.float(), batch.y))
                     for s in self.strategies:
                         extra = s.extra_loss(ctx, batch, x, logits)
                         if extra is not None:

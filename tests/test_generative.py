@@ -7,10 +7,11 @@ import torch.nn.functional as F
 
 from edgelll import ConfigError, resolve
 from edgelll.batch import Batch
-from edgelll.kd import kd_loss
 from edgelll.learner import Learner
 from edgelll.models.vae import VAE, vae_sizes
 from edgelll.strategies import strategy_params
+
+from _resume import assert_resume_is_exact
 
 TINY = {"hidden": (32,)}
 GEN = {"hidden": (32,), "latent": 4, "vae_steps": 1}  # small and quick, not the defaults
@@ -103,8 +104,10 @@ def test_distillation_acts_on_the_replayed_rows_only():
     logits = ctx.model(x)
     y = mixed.y.long()
 
-    def total(z):  # what the learner minimises: its mean cross-entropy plus the extra loss
-        return F.cross_entropy(z, y) + s.extra_loss(ctx, mixed, x, z)
+    assert s.replaces_loss()
+
+    def total(z):  # what the learner minimises in place of its cross-entropy
+        return s.task_loss(ctx, mixed, x, z)
 
     def expected(z):  # r = 1/2: hard labels on the new rows, soft targets on the replayed ones
         old = s.replayed[2]
@@ -131,22 +134,10 @@ def test_distillation_acts_on_the_replayed_rows_only():
     assert soft(shifted) > soft(logits.detach()) + 1e-3
 
 
-def _run_steps(cfg, run_dir, n):
-    learner = Learner(cfg, run_dir=run_dir)
-    for exp in learner.stream.experiences[:n]:
-        learner.learn_experience(exp)
-
-
 @pytest.mark.parametrize("kw", [{"generative": {**GEN, "distill": True}},
                                 {"scenario": "task", "generative": {**GEN, "vae_steps": 2}}])
 def test_resume_equals_uninterrupted_run(tmp_path, kw):
-    cfg = _cfg(**kw)
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    _run_steps(cfg, tmp_path / "cut", 2)
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+    full, resumed = assert_resume_is_exact(_cfg(**kw), tmp_path)
     sa, sb = full.strategies[0], resumed.strategies[0]
     for a, b in zip(sa.tensors(), sb.tensors()):
         assert torch.equal(a, b)

@@ -18,6 +18,8 @@ from edgelll.strategies import create_strategy, strategy_params
 from edgelll.strategies.icarl import NearestMeanOfExemplars, class_means
 from edgelll.strategies.replay import embed
 
+from _resume import assert_resume_is_exact
+
 TINY = {"hidden": (32,)}
 
 
@@ -204,7 +206,7 @@ def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
 @pytest.mark.parametrize("lam,T", [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0)])
 def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam, T):
     # Algorithm 3: targets are the old model's sigmoid outputs on the old classes' units and the
-    # one-hot label on the new ones; the learner's softmax cross-entropy is taken back out.
+    # one-hot label on the new ones; it stands in for the learner's softmax cross-entropy.
     torch.manual_seed(4)
     model = create_model("mlp", (1, 2, 2), 3, hidden=(5,))
     strat = create_strategy("icarl", {"lam": lam, "T": T})
@@ -212,15 +214,15 @@ def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam, T):
     x, y = torch.randn(7, 1, 2, 2), torch.tensor([3, 4, 0, 4, 2, 3, 1])
     batch = SimpleNamespace(y=y)
     first = model(x).detach().requires_grad_(True)  # no previous model: BCE on every unit
-    total = F.cross_entropy(first, y.clamp(max=2)) + strat.extra_loss(
-        None, SimpleNamespace(y=y.clamp(max=2)), x, first)
+    assert strat.replaces_loss() and strat.extra_loss(None, batch, x, first) is None
+    total = strat.task_loss(None, SimpleNamespace(y=y.clamp(max=2)), x, first)
     want = F.binary_cross_entropy_with_logits(first, F.one_hot(y.clamp(max=2), 3).float(),
                                               reduction="sum") / 7
     torch.testing.assert_close(total, want)
     strat.old = frozen_copy(model, (1, 2, 2))
     model.head.grow(5)
     z = (model(x) + torch.randn(7, 5)).detach().requires_grad_(True)
-    total = F.cross_entropy(z, y) + strat.extra_loss(None, batch, x, z)
+    total = strat.task_loss(None, batch, x, z)
     q = torch.sigmoid(strat.old(x) / T)
     want = (lam * F.binary_cross_entropy_with_logits(z[:, :3], q, reduction="sum")
             + F.binary_cross_entropy_with_logits(z[:, 3:], F.one_hot(y, 5)[:, 3:].float(),
@@ -238,26 +240,13 @@ def test_icarl_beats_naive_on_the_embedded_digits():
     assert r.metrics["acc"] > 0.6 and r.metrics["acc"] - naive.metrics["acc"] > 0.35
 
 
-def _run_steps(cfg, run_dir, n):
-    learner = Learner(cfg, run_dir=run_dir)
-    for exp in learner.stream.experiences[:n]:
-        learner.learn_experience(exp)
-    return learner
-
-
 @pytest.mark.parametrize("kw", [
     {"icarl": {"size": 30}},
     {"icarl": {"nmc": False, "size": 30}, "strategies": ["icarl", "replay"],
      "replay": {"policy": "herding", "size": 20}},
 ])
 def test_resume_equals_uninterrupted_run(tmp_path, kw):
-    cfg = _cfg(**kw)
-    full = Learner(cfg, run_dir=tmp_path / "full").run()
-    _run_steps(cfg, tmp_path / "cut", 2)
-    resumed = Learner(cfg, run_dir=tmp_path / "cut", resume=True).run()
-    assert resumed.acc_matrix == full.acc_matrix
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_resume_is_exact(_cfg(**kw), tmp_path)
     raw = torch.load(latest_checkpoint(tmp_path / "cut"), weights_only=True)
     nmc = kw["icarl"].get("nmc", True)
     assert raw["arch"]["name"] == ("nmc" if nmc else "mlp")
@@ -289,3 +278,9 @@ def test_bad_settings_are_refused():
             strategy_params("icarl", bad)
     with pytest.raises(ConfigError, match="class scenario"):
         Learner(_cfg(scenario="task"))
+
+
+def test_two_strategies_replacing_the_loss_are_refused():
+    with pytest.raises(ConfigError, match="each replace the cross-entropy"):
+        Learner(resolve({"strategies": ["icarl", "generative"], "generative": {"distill": True}}))
+    Learner(resolve({"strategies": ["icarl", "generative"]}))  # plain DGR keeps the CE: fine

@@ -77,6 +77,16 @@ class Strategy:
         """Return the batch to train on (replay adds stored samples)."""
         return batch
 
+    def replaces_loss(self) -> bool:
+        """True when :meth:`task_loss` stands in for the learner's cross-entropy."""
+        return False
+
+    def task_loss(self, ctx: Context, batch: Batch, x: torch.Tensor,
+                  logits: torch.Tensor) -> torch.Tensor:
+        """The loss in place of the learner's cross-entropy on the labels, for a strategy whose
+        :meth:`replaces_loss` is True (at most one per run)."""
+        raise NotImplementedError
+
     def extra_loss(self, ctx: Context, batch: Batch, x: torch.Tensor,
                    logits: torch.Tensor) -> torch.Tensor | None:
         """An extra term added to the loss (``x`` is the normalised input)."""

@@ -131,18 +131,24 @@ class GenerativeReplay(Strategy):
         self.replayed = (len(batch), len(batch) + len(fake), logits)
         return batch.cat(fake)
 
-    def extra_loss(self, ctx, batch, x, logits):
-        if not self.params.distill or self.replayed is None:
-            return None
+    def replaces_loss(self) -> bool:
+        return self.params.distill
+
+    def task_loss(self, ctx, batch, x, logits):
+        # DGR+distill: hard labels on every row but the replayed ones, which learn from the old
+        # solver's soft targets instead; each row weighs the same, as in the plain mean.
+        z = logits.float()
+        if self.replayed is None:
+            return F.cross_entropy(z, batch.y)
         start, stop, old = self.replayed
-        rows, share = logits[start:stop].float(), (stop - start) / len(batch)
-        # The learner's mean cross-entropy gave these rows their share of hard-label loss; under
-        # DGR+distill they learn from the soft targets instead, so that share is taken back out.
-        hard = F.cross_entropy(rows, batch.y[start:stop])
+        replayed = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+        replayed[start:stop] = True
+        hard = F.cross_entropy(z, batch.y, reduction="none").masked_fill(replayed, 0.0)
         # Soft targets over every current unit: the classes the old solver did not know get
         # probability 0 (logit -inf), so replayed rows also learn "not a new class".
-        pad = old.new_full((len(old), rows.shape[1] - old.shape[1]), float("-inf"))
-        return share * (kd_loss(rows, torch.cat([old, pad], 1), self.params.T) - hard)
+        pad = old.new_full((len(old), z.shape[1] - old.shape[1]), float("-inf"))
+        soft = kd_loss(z[start:stop], torch.cat([old, pad], 1), self.params.T)
+        return (hard.sum() + (stop - start) * soft) / len(z)
 
     def after_step(self, ctx, batch: Batch) -> None:
         scale = max(self.hi - self.lo, 1e-12)

@@ -13,8 +13,7 @@ arXiv:1611.07725), for the class-incremental scenario.
   the binary cross-entropy against the previous model's sigmoid outputs, weighted by ``lam`` and
   averaged over rows. With ``bce=True`` (the paper's loss, the default) the new classes' units get
   the binary cross-entropy against the one-hot labels too, summed with the distillation over
-  every unit, and this replaces the learner's softmax cross-entropy (the strategy's extra loss
-  subtracts it). With ``bce=False`` the learner's softmax cross-entropy on the labels stands in for
+  every unit, and this replaces the learner's softmax cross-entropy (``task_loss``). With ``bce=False`` the learner's softmax cross-entropy on the labels stands in for
   the new classes' part. The previous model is kept frozen ({"arch", "state"}).
 - Nearest-mean-of-exemplars classification (Algorithm 1, ``nmc=True``): after each experience
   mu_y = mean of the L2-normalised features of class y's exemplars, re-normalised (the paper
@@ -162,23 +161,33 @@ class ICaRL(Strategy):
             return batch
         return batch.cat(self.buffer.sample(self.extra_rows(len(batch)), ctx.generator))
 
+    def _old_targets(self, x: torch.Tensor) -> torch.Tensor | None:
+        """q = sigmoid(old logits / T), one column per class the previous model knew."""
+        if self.old is None:
+            return None
+        with torch.no_grad():
+            return torch.sigmoid(self.old(x).float() / self.params.T)
+
+    def _distillation(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(z[:, : q.shape[1]], q, reduction="sum")
+        return self.params.lam * bce / z.shape[0]
+
+    def replaces_loss(self) -> bool:
+        return self.params.bce
+
+    def task_loss(self, ctx, batch, x, logits):
+        # The paper's loss: BCE against the one-hot label on the new classes' units, plus the
+        # distillation on the old ones.
+        z, q = logits.float(), self._old_targets(x)
+        n_old = 0 if q is None else q.shape[1]
+        onehot = F.one_hot(batch.y.long(), z.shape[1])[:, n_old:].to(z.dtype)
+        loss = F.binary_cross_entropy_with_logits(z[:, n_old:], onehot, reduction="sum") / len(z)
+        return loss if q is None or self.params.lam == 0 else loss + self._distillation(z, q)
+
     def extra_loss(self, ctx, batch, x, logits):
-        z, loss, n_old = logits.float(), None, 0
-        if self.old is not None and (self.params.lam != 0 or self.params.bce):
-            with torch.no_grad():
-                q = torch.sigmoid(self.old(x).float() / self.params.T)
-            n_old = q.shape[1]  # the classes the previous model knew
-            if self.params.lam != 0:
-                bce = F.binary_cross_entropy_with_logits(z[:, :n_old], q, reduction="sum")
-                loss = self.params.lam * bce / x.shape[0]
-        if not self.params.bce:
-            return loss
-        # The paper's loss on the new classes' units (and the learner's cross-entropy taken back).
-        y = batch.y.long()
-        onehot = F.one_hot(y, z.shape[1])[:, n_old:].to(z.dtype)
-        new = F.binary_cross_entropy_with_logits(z[:, n_old:], onehot, reduction="sum") / x.shape[0]
-        new = new - F.cross_entropy(z, y)
-        return new if loss is None else loss + new
+        if self.params.bce or self.old is None or self.params.lam == 0:
+            return None  # with bce the distillation is part of task_loss
+        return self._distillation(logits.float(), self._old_targets(x))
 
     def after_experience(self, ctx, exp, data: Batch) -> None:
         model, buf = ctx.model, self.buffer
