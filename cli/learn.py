@@ -39,6 +39,7 @@ def learn_command(
     batch_size: Annotated[Optional[int], Opt(help="training batch size")] = None,
     lr: Annotated[Optional[float], Opt(help="learning rate")] = None,
     optimizer: Annotated[Optional[str], Opt(help="adam | sgd")] = None,
+    optimizer_state: Annotated[Optional[str], Opt(help="between experiences: auto (fresh when parameters change) | keep | reset")] = None,
     device: Annotated[Optional[str], Opt(help="auto | cpu | cuda")] = None,
     amp: Annotated[Optional[bool], Opt("--amp/--no-amp", help="bf16 mixed precision")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for torch")] = None,
@@ -58,6 +59,7 @@ def learn_command(
              "class_order": class_order, "model": model, "strategies": strategy, "memory": memory,
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+             "optimizer_state": optimizer_state,
              "device": device, "amp": amp, "threads": threads, "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:

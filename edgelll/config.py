@@ -20,6 +20,7 @@ from .errors import ConfigError, unknown_name
 STREAMS = ("split", "permuted", "rotated")
 SCENARIOS = ("class", "task", "domain")
 OPTIMIZERS = ("adam", "sgd")
+OPTIMIZER_STATES = ("auto", "keep", "reset")
 DEVICES = ("auto", "cpu", "cuda")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10, "m": 2**20, "g": 2**30,
@@ -75,6 +76,9 @@ class LearnConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.0
+    # Between experiences: auto = a fresh optimizer when the trainable parameters change (a head
+    # grows), else kept; keep = always carried over (grown rows start at zero); reset = always fresh.
+    optimizer_state: str = "auto"
     device: str = "auto"
     amp: bool = False
     threads: int | None = None
@@ -252,7 +256,7 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
 def check(cfg: LearnConfig) -> None:
     """Refuse a config that cannot run, with one line saying what to change."""
     for name, allowed in (("stream", STREAMS), ("scenario", SCENARIOS), ("optimizer", OPTIMIZERS),
-                          ("device", DEVICES)):
+                          ("optimizer_state", OPTIMIZER_STATES), ("device", DEVICES)):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(unknown_name(name, getattr(cfg, name), allowed))
     positive = {"tasks": cfg.tasks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,

@@ -76,6 +76,37 @@ def make_optimizer(cfg: LearnConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
+def carry_optimizer_state(old: torch.optim.Optimizer, old_names: dict[str, nn.Parameter],
+                          new: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Give ``new`` the per-parameter state ``old`` held (Adam's moments and step, SGD's momentum).
+
+    A parameter still the same tensor keeps its state as it was; one replaced under the same name
+    by a tensor grown along its first dimension (a head with more classes) keeps its old rows and
+    starts the new rows at zero with the shared step count, which is exactly what a fixed-size head
+    whose unused rows never had a gradient would hold (van de Ven & Tolias's setup). Any other
+    parameter starts fresh.
+    """
+    by_id = {id(p): p for p in old_names.values()}
+    for name, p in model.named_parameters():
+        q = by_id.get(id(p))
+        q = old_names.get(name) if q is None else q
+        if q is None or q not in old.state:
+            continue
+        state = {}
+        for key, value in old.state[q].items():
+            if not torch.is_tensor(value) or value.dim() == 0 or value.shape == p.shape:
+                state[key] = value.clone() if torch.is_tensor(value) else value
+            elif value.shape[1:] == p.shape[1:] and value.shape[0] < p.shape[0]:
+                grown = torch.zeros_like(p, dtype=value.dtype)
+                grown[: value.shape[0]] = value
+                state[key] = grown
+            else:
+                state = None
+                break
+        if state is not None:
+            new.state[p] = state
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, stream: Stream, exp: Experience, batch_size: int,
              amp: bool = False) -> float:
@@ -234,15 +265,20 @@ class Learner:
     def learn_experience(self, exp: Experience) -> None:
         cfg, ctx, t0 = self.cfg, self.ctx, time.perf_counter()
         ctx.experience = exp.index
+        names = dict(self.model.named_parameters())  # before strategies and growth change them
         for s in self.strategies:
             s.before_experience(ctx, exp)
         model = self.model
         for s in self.strategies:
             model = s.adapt_model(ctx, model, exp)
         changed = model.adapt(exp) or model is not self.model
-        if changed or self.optimizer is None or self._trainable_changed(model):
+        if (changed or self.optimizer is None or cfg.optimizer_state == "reset"
+                or self._trainable_changed(model)):
+            old = self.optimizer
             self.model = ctx.model = model.to(self.device)
             self.optimizer = make_optimizer(cfg, self.model)
+            if old is not None and cfg.optimizer_state == "keep":
+                carry_optimizer_state(old, names, self.optimizer, self.model)
         own = exp.train_data()
         for s in self.strategies:
             own = s.holdout(ctx, exp, own)

@@ -107,3 +107,46 @@ def test_arrays_from_python(tmp_path):
     x[np.arange(80), y] = 255  # a learnable cue
     r = learn(_cfg(tasks=2, epochs=5, batch_size=8, strategies=["replay"]), data=(x, y, x, y))
     assert len(r.acc_matrix) == 2 and r.metrics["acc"] > 0.5
+
+
+
+@pytest.mark.parametrize("scenario, mode, steps_at_end", [
+    ("class", "auto", 3), ("class", "keep", 6), ("class", "reset", 3),  # the head grows
+    ("domain", "auto", 6), ("domain", "keep", 6), ("domain", "reset", 3),  # nothing changes
+])
+def test_optimizer_state_between_experiences(scenario, mode, steps_at_end):
+    # Adam's step count after two experiences of 3 steps each says whether its state carried over.
+    learner = Learner(_cfg(scenario=scenario, tasks=2, steps=3, optimizer_state=mode))
+    learner.run()
+    state = learner.optimizer.state
+    assert len(state) == len(list(learner.model.parameters()))
+    assert {int(s["step"]) for s in state.values()} == {steps_at_end}
+
+
+def test_kept_optimizer_state_carries_the_old_rows_and_zeros_the_grown_ones():
+    learner = Learner(_cfg(tasks=2, steps=3, optimizer_state="keep"))
+    first, second = learner.stream.experiences
+    learner.learn_experience(first)
+    old = {n: {k: v.clone() for k, v in learner.optimizer.state[p].items()}
+           for n, p in learner.model.named_parameters()}
+    learner._train = lambda exp, data: (0, 0, 0.0)  # grow the head and carry the state, no steps
+    learner.learn_experience(second)
+    head = learner.model.head.linear
+    n_old = old["head.linear.weight"]["exp_avg"].shape[0]
+    assert head.out_features > n_old
+    for name, p in learner.model.named_parameters():
+        new = learner.optimizer.state[p]
+        assert torch.equal(new["step"], old[name]["step"])
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert new[key].shape == p.shape
+            assert torch.equal(new[key][: old[name][key].shape[0]], old[name][key])
+            assert not new[key][old[name][key].shape[0]:].any()  # the new classes' rows: zero
+
+
+def test_kept_optimizer_state_resumes_exactly(tmp_path):
+    assert_resume_is_exact(_cfg(epochs=1, optimizer_state="keep"), tmp_path, n=2)
+
+
+def test_unknown_optimizer_state_is_refused():
+    with pytest.raises(EdgelllError, match="optimizer_state"):
+        _cfg(optimizer_state="sometimes")
