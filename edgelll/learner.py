@@ -143,6 +143,17 @@ def _dataset(cfg: LearnConfig, data) -> Dataset:
     raise ConfigError("data must be a Dataset or (x_train, y_train, x_test, y_test) arrays")
 
 
+def _same_config(stored, cfg: LearnConfig) -> bool:
+    """True when a config dict from a run directory is ``cfg``. Settings added to edgelll after
+    the run began take their defaults, so a run started by an older version still resumes."""
+    if not isinstance(stored, dict):
+        return False
+    try:
+        return LearnConfig.from_dict(stored).to_dict() == cfg.to_dict()
+    except EdgelllError:
+        return False
+
+
 def _rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -223,13 +234,13 @@ class Learner:
             # Stopped during its first experience: nothing was completed, so the run starts over
             # in its own directory under the config it was created with.
             stored = json.loads((self.run_dir / "config.json").read_text())
-            if stored != self.cfg.to_dict():
+            if not _same_config(stored, self.cfg):
                 raise CheckpointError(f"{self.run_dir / 'config.json'} holds a different config; "
                                       f"it cannot be resumed with this one")
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
             return
         ckpt = load_checkpoint(path, map_location=self.device)
-        if ckpt.get("config") != self.cfg.to_dict():
+        if not _same_config(ckpt.get("config"), self.cfg):
             raise CheckpointError(f"checkpoint {path} was written by a different config than "
                                   f"{self.run_dir / 'config.json'}; it cannot be resumed with it")
         try:

@@ -76,6 +76,23 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    # A run directory written before `optimizer_state` existed: its config.json and checkpoint
+    # lack the key. Resuming it takes the default, and ends as the uninterrupted run does.
+    cfg = _cfg(epochs=1, tasks=3)
+    full = learn(cfg)
+    run_interrupted(cfg, tmp_path / "r", 1)
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    del stored["optimizer_state"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
+    path = latest_checkpoint(tmp_path / "r")
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["optimizer_state"]
+    torch.save(ckpt, path)
+    resumed = Learner(cfg, run_dir=tmp_path / "r", resume=True).run()
+    assert resumed.acc_matrix == full.acc_matrix
+
+
 def test_compute_budget_caps_steps_and_flops():
     r = learn(_cfg(epochs=5, compute_steps=4))
     assert [e["steps"] for e in r.experiences] == [4] * 5
