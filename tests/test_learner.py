@@ -126,7 +126,6 @@ def test_arrays_from_python(tmp_path):
     assert len(r.acc_matrix) == 2 and r.metrics["acc"] > 0.5
 
 
-
 @pytest.mark.parametrize("scenario, mode, steps_at_end", [
     ("class", "auto", 3), ("class", "keep", 6), ("class", "reset", 3),  # the head grows
     ("domain", "auto", 6), ("domain", "keep", 6), ("domain", "reset", 3),  # nothing changes
