@@ -444,6 +444,8 @@ BAD = [
     pytest.param(["--set", "replay.size=abc"], ["replay.size", "'abc'"], id="set-not-a-number"),
     pytest.param(["--set", "ewc.lam=1"], ["ewc", "--strategy ewc"], id="set-strategy-not-in-run"),
     pytest.param(["--lr", "-1"], ["lr"], id="lr-negative"),
+    pytest.param(["--optimizer-state", "sometimes"], ["optimizer_state 'sometimes'", "keep"],
+                 id="optimizer-state-unknown"),
     pytest.param(["--compute", "0"], ["compute"], id="compute-0"),
     pytest.param(["--compute-flops", "10"], ["--compute-flops"], id="compute-flops-below-one-step"),
     pytest.param(["--device", "cuda"], ["cuda"], id="device-cuda",
