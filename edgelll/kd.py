@@ -40,6 +40,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return (T * T) * terms.sum(1).mean()
 
 
+def widen_teacher(teacher_logits: torch.Tensor, width: int) -> torch.Tensor:
+    """The teacher's logits padded with -inf to ``width`` units: the classes the teacher never
+    knew get target probability 0 in :func:`kd_loss` (class-incremental soft targets)."""
+    return F.pad(teacher_logits, (0, width - teacher_logits.shape[1]), value=float("-inf"))
+
+
 def frozen(model: nn.Module) -> nn.Module:
     """``model`` in eval mode with no parameter asking for gradients."""
     model.requires_grad_(False)

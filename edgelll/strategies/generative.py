@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..kd import frozen, frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen
+from ..kd import (frozen, frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen,
+                  widen_teacher)
 from ..models.vae import VAE, make_decoder, vae_sizes
 from .base import Batch, Plan, Strategy
 
@@ -146,8 +147,7 @@ class GenerativeReplay(Strategy):
         hard = F.cross_entropy(z, batch.y, reduction="none").masked_fill(replayed, 0.0)
         # Soft targets over every current unit: the classes the old solver did not know get
         # probability 0 (logit -inf), so replayed rows also learn "not a new class".
-        pad = old.new_full((len(old), z.shape[1] - old.shape[1]), float("-inf"))
-        soft = kd_loss(z[start:stop], torch.cat([old, pad], 1), self.params.T)
+        soft = kd_loss(z[start:stop], widen_teacher(old, z.shape[1]), self.params.T)
         return (hard.sum() + (stop - start) * soft) / len(z)
 
     def after_step(self, ctx, batch: Batch) -> None:

@@ -13,8 +13,9 @@ arXiv:1611.07725), for the class-incremental scenario.
   the binary cross-entropy against the previous model's sigmoid outputs, weighted by ``lam`` and
   averaged over rows. With ``bce=True`` (the paper's loss, the default) the new classes' units get
   the binary cross-entropy against the one-hot labels too, summed with the distillation over
-  every unit, and this replaces the learner's softmax cross-entropy (``task_loss``). With ``bce=False`` the learner's softmax cross-entropy on the labels stands in for
-  the new classes' part. The previous model is kept frozen ({"arch", "state"}).
+  every unit, and this replaces the learner's softmax cross-entropy (``task_loss``). With
+  ``bce=False`` the learner's softmax cross-entropy on the labels stands in for the new classes'
+  part. The previous model is kept frozen ({"arch", "state"}).
 - Nearest-mean-of-exemplars classification (Algorithm 1, ``nmc=True``): after each experience
   mu_y = mean of the L2-normalised features of class y's exemplars, re-normalised (the paper
   re-normalises every average of features), and y*(x) = argmin_y || phi(x) - mu_y ||. The means

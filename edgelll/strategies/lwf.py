@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..kd import frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen
+from ..kd import (frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen,
+                  widen_teacher)
 from ..models import MultiHeadClassifier
 from .base import Plan, Strategy
 
@@ -89,9 +90,8 @@ class LwF(Strategy):
         else:
             with torch.no_grad():
                 target = self.old(x, None)
-            if self.params.pad and logits.shape[1] > target.shape[1]:
-                pad = target.new_full((len(target), logits.shape[1] - target.shape[1]), -torch.inf)
-                kd = kd_loss(logits, torch.cat([target, pad], 1), T)
+            if self.params.pad:
+                kd = kd_loss(logits, widen_teacher(target, logits.shape[1]), T)
             else:
                 kd = kd_loss(logits[:, : target.shape[1]], target, T)
         return self.weight(ctx) * kd
