@@ -40,6 +40,7 @@ def learn_command(
     lr: Annotated[Optional[float], Opt(help="learning rate")] = None,
     optimizer: Annotated[Optional[str], Opt(help="adam | sgd")] = None,
     optimizer_state: Annotated[Optional[str], Opt(help="between experiences: auto (fresh when parameters change) | keep | reset")] = None,
+    freeze_backbone_after: Annotated[Optional[int], Opt(help="freeze the backbone from this experience on (0: from the start), e.g. under -s ncm")] = None,
     device: Annotated[Optional[str], Opt(help="auto | cpu | cuda")] = None,
     amp: Annotated[Optional[bool], Opt("--amp/--no-amp", help="bf16 mixed precision")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for torch")] = None,
@@ -59,7 +60,7 @@ def learn_command(
              "class_order": class_order, "model": model, "strategies": strategy, "memory": memory,
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-             "optimizer_state": optimizer_state,
+             "optimizer_state": optimizer_state, "freeze_backbone_after": freeze_backbone_after,
              "device": device, "amp": amp, "threads": threads, "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:

@@ -33,7 +33,8 @@ class Probe:
 
 
 def probe(model: nn.Module, sample: torch.Tensor, task_ids: torch.Tensor | None) -> Probe:
-    """Run ``sample`` (a batch of one normalised input) through ``model`` and count."""
+    """Run ``sample`` (a batch of one sample as stored) through ``model`` and count. The
+    normalised input, the output of the model's preprocessing, counts as an activation."""
     acts, flops = [0], [0]
 
     def hook(module, inputs, output):
@@ -54,7 +55,7 @@ def probe(model: nn.Module, sample: torch.Tensor, task_ids: torch.Tensor | None)
     finally:
         for h in handles:
             h.remove()
-    return Probe(acts[0] + sample.nbytes, flops[0])
+    return Probe(acts[0], flops[0])
 
 
 def optimizer_state_bytes(trainable: list[torch.Tensor], optimizer: str, momentum: float) -> int:
@@ -86,27 +87,45 @@ def measure_memory(model: nn.Module, optimizer: torch.optim.Optimizer | None,
     return out
 
 
+def simulate(model: nn.Module, stream, strategies: list[Strategy], ctx,
+             freeze_after: int | None = None):
+    """The model as it will be during each experience, built on the meta device (which
+    allocates nothing): strategies adapt it, the head grows, the backbone freezes. Yields it
+    once per experience (the same object, changed in place)."""
+    from edgelll.models import rebuild
+
+    with torch.device("meta"):
+        sim = rebuild(model.spec())
+    for exp in stream.experiences:
+        with torch.device("meta"):
+            for s in strategies:
+                sim = s.adapt_model(ctx, sim, exp)
+            sim.adapt(exp)
+            if freeze_after is not None and exp.index >= freeze_after:
+                sim.freeze_backbone()
+        yield sim
+
+
 def final_model(model: nn.Module, stream, strategies: list[Strategy], ctx) -> nn.Module:
     """The model as it will be after the last experience, built on the meta device."""
-    with torch.device("meta"):
-        from edgelll.models import rebuild
-        sim = rebuild(model.arch(), stream.input_shape)
-    for exp in stream.experiences:
-        for s in strategies:
-            with torch.device("meta"):
-                sim = s.adapt_model(ctx, sim, exp)
-        with torch.device("meta"):
-            sim.adapt(exp)
+    for sim in simulate(model, stream, strategies, ctx):
+        pass
     return sim
 
 
 def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
                 activation_bytes_per_row: int) -> tuple[dict[str, int], Plan]:
     """Predict each component's peak and fit knobs into ``cfg.memory``; refuse what cannot fit."""
-    sim = final_model(model, stream, strategies, ctx)
+    # Gradients and optimizer state peak in the experience with the most trainable parameters
+    # (a frozen backbone or frozen lower layers train less later on); the rest in the last.
+    trainable: list[torch.Tensor] = []
+    for sim in simulate(model, stream, strategies, ctx, cfg.freeze_backbone_after):
+        now = [p for p in sim.parameters() if p.requires_grad]
+        if sum(p.nbytes for p in now) > sum(p.nbytes for p in trainable):
+            trainable = now
     params = list(sim.parameters())
-    trainable = [p for p in params if p.requires_grad]
     plan = Plan(param_bytes=sum(p.nbytes for p in params),
+                buffer_bytes=sum(b.nbytes for b in sim.buffers()),
                 trainable_bytes=sum(p.nbytes for p in trainable),
                 sample_bytes=stream.sample_bytes, n_experiences=len(stream),
                 batch_size=cfg.batch_size,
@@ -116,7 +135,7 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
         "parameters": plan.param_bytes,
         "gradients": plan.trainable_bytes,
         "optimizer": optimizer_state_bytes(trainable, cfg.optimizer, cfg.momentum),
-        "buffers": sum(b.nbytes for b in sim.buffers()),
+        "buffers": plan.buffer_bytes,
         "activations": activation_bytes_per_row * rows,
     }
     knobs = [s for s in strategies if cfg.memory is not None and s.sized_by_budget()]

@@ -79,6 +79,9 @@ class LearnConfig:
     # Between experiences: auto = a fresh optimizer when the trainable parameters change (a head
     # grows), else kept; keep = always carried over (grown rows start at zero); reset = always fresh.
     optimizer_state: str = "auto"
+    # Freeze the backbone from this experience on (0: from the start; None: never). With a
+    # closed-form head (ncm) and a frozen backbone, nothing is backpropagated.
+    freeze_backbone_after: int | None = None
     device: str = "auto"
     amp: bool = False
     threads: int | None = None
@@ -221,7 +224,7 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         default = getattr(base, key)
         if key == "memory":
             values[key] = parse_size(value)
-        elif key in ("compute_steps", "threads", "steps"):
+        elif key in ("compute_steps", "threads", "steps", "freeze_backbone_after"):
             values[key] = None if _is_none(value) else _coerce(key, value, 0)
         elif key == "compute_flops":
             values[key] = None if _is_none(value) else _coerce(key, value, 0.0)
@@ -267,6 +270,9 @@ def check(cfg: LearnConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if cfg.freeze_backbone_after is not None and cfg.freeze_backbone_after < 0:
+        raise ConfigError(f"freeze_backbone_after must be 0 or more experiences, got "
+                          f"{cfg.freeze_backbone_after}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
     if cfg.momentum < 0 or cfg.momentum >= 1:

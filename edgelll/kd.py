@@ -52,31 +52,36 @@ def frozen(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def rebuild_from(arch: dict, state: dict, input_shape: tuple[int, ...]) -> nn.Module:
-    """The model ``arch`` describes, holding exactly the tensors of ``state`` (no copy)."""
+def rebuild_from(spec: dict, state: dict) -> nn.Module:
+    """The model ``spec`` describes, holding exactly the tensors of ``state`` (no copy)."""
     from .models import rebuild
 
     with torch.device("meta"):
-        model = rebuild(arch, tuple(input_shape))
+        model = rebuild(spec)
     model.load_state_dict(state, assign=True)
     return model
 
 
-def rebuild_frozen(arch: dict, state: dict, input_shape: tuple[int, ...]) -> nn.Module:
-    return frozen(rebuild_from(arch, state, input_shape))
+def rebuild_frozen(spec: dict, state: dict) -> nn.Module:
+    return frozen(rebuild_from(spec, state))
 
 
-def frozen_copy(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+def frozen_copy(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model`` (its own tensors: later training does not move it)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return rebuild_frozen(model.arch(), state, input_shape)
+    return rebuild_frozen(model.spec(), state)
 
 
-def model_state(model: nn.Module | None, input_shape) -> dict | None:
-    """The plain-value form a strategy stores a model in: ``{"arch", "state", "input_shape"}``."""
+def model_state(model: nn.Module | None) -> dict | None:
+    """The plain-value form a strategy stores a model in: ``{"spec", "state"}``."""
     if model is None:
         return None
-    return {"arch": model.arch(), "state": model.state_dict(), "input_shape": list(input_shape)}
+    return {"spec": model.spec(), "state": model.state_dict()}
+
+
+def load_model_state(stored: dict | None) -> nn.Module | None:
+    """A frozen model from :func:`model_state`'s form (None stays None)."""
+    return None if stored is None else rebuild_frozen(stored["spec"], dict(stored["state"]))
 
 
 def model_tensors(model: nn.Module | None) -> list[torch.Tensor]:

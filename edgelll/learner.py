@@ -1,11 +1,16 @@
 """The one learner loop: a stream of experiences, composable strategies, budgets, metrics and
 crash-safe run directories.
 
-For each experience: strategies prepare (``before_experience``, ``adapt_model``), the head makes
-room for new classes, the optimiser is rebuilt if the parameters changed, and training runs whole
-batches as tensors (``mix_batch`` -> forward -> ``extra_loss`` -> backward -> ``after_backward`` ->
-step) until the epochs, ``steps`` or compute budget end it. Then ``after_experience``, a row of the
-accuracy matrix over every experience (future ones too, for FWT), and an atomic checkpoint.
+Before anything trains, every strategy's ``setup`` checks that it fits the run and the memory
+budget is planned. For each experience: strategies prepare (``before_experience``,
+``adapt_model``), the head makes room for new classes, the backbone freezes once
+``freeze_backbone_after`` experiences are done, the optimiser is rebuilt if the trainable
+parameters changed, and training runs whole batches as tensors (``mix_batch`` -> features -> a
+closed-form head's ``update`` -> head -> loss and ``extra_loss`` -> backward -> ``after_backward``
+-> step) until the epochs, ``steps`` or compute budget end it. With nothing trainable (a frozen
+backbone under a closed-form head) a step is the forward pass and the head's update alone. Then
+``after_experience``, a row of the accuracy matrix over every experience (future ones too, for
+FWT), and an atomic checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import json
 import math
 import resource
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,24 +32,14 @@ from .budget import measure_memory, plan_memory, probe, steps_for_flops
 from .config import LearnConfig
 from .data import Dataset, from_arrays, load_dataset
 from .errors import CheckpointError, ConfigError, EdgelllError
+from .evaluation import autocast, evaluate_all
 from .models import create_model, rebuild
+from .models.preprocess import dtype_name
 from .report import Reporter
 from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
-from .strategies import Strategy, create_strategy
+from .strategies import Context, Strategy, create_strategy
 from .streams import Experience, Stream, make_stream
-
-
-@dataclass
-class Context:
-    """What strategies may read: the run's config, stream, current model, device and RNG."""
-
-    cfg: LearnConfig
-    stream: Stream
-    model: nn.Module
-    device: torch.device
-    generator: torch.Generator
-    experience: int = 0
 
 
 @dataclass
@@ -69,8 +63,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(cfg: LearnConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: LearnConfig, model: nn.Module) -> torch.optim.Optimizer | None:
+    """The run's optimiser over the trainable parameters; None when nothing is trainable (a
+    frozen backbone under a closed-form head), and then no step takes a backward pass."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
@@ -105,32 +103,6 @@ def carry_optimizer_state(old: torch.optim.Optimizer, old_names: dict[str, nn.Pa
                 break
         if state is not None:
             new.state[p] = state
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, stream: Stream, exp: Experience, batch_size: int,
-             amp: bool = False) -> float:
-    """Test accuracy on one experience; a sample whose task has no output units counts wrong."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=exp.y_test.device)
-    t_all = torch.full_like(exp.y_test, exp.task_id)
-    with _autocast(exp.x_test.device, amp):
-        for start in range(0, exp.y_test.shape[0], batch_size):
-            sl = slice(start, start + batch_size)
-            logits = model(stream.prepare(exp.x_test[sl]), t_all[sl] if stream.uses_task_ids else None)
-            best, pred = logits.float().max(1)
-            correct += ((pred == exp.y_test[sl]) & torch.isfinite(best)).sum()
-    model.train(was_training)
-    return correct.item() / max(1, exp.y_test.shape[0])
-
-
-def evaluate_all(model, stream, cfg) -> list[float]:
-    return [evaluate(model, stream, e, cfg.eval_batch_size, cfg.amp) for e in stream.experiences]
-
-
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def _dataset(cfg: LearnConfig, data) -> Dataset:
@@ -187,11 +159,7 @@ class Learner:
                                   cfg.class_order, cfg.seed, self.device)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        first = self.stream.experiences[0]
-        multi = cfg.scenario == "task"
-        self.model = create_model(cfg.model, self.stream.input_shape,
-                                  first.n_local_classes if multi else first.head_size,
-                                  multi_head=multi, **cfg.model_args).to(self.device)
+        self.model = new_model(cfg, self.stream).to(self.device)
         self.strategies = [create_strategy(n, cfg.strategy_args.get(n, {})) for n in cfg.strategies]
         replacing = [s for s in self.strategies if s.replaces_loss()]
         if len(replacing) > 1:
@@ -199,9 +167,11 @@ class Learner:
                               f"cross-entropy loss; use one of them")
         self.task_loss = replacing[0] if replacing else None  # the strategy whose loss is used
         self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator)
-        sample = self.stream.prepare(first.x_test[:1])
-        t1 = torch.zeros(1, dtype=torch.long, device=self.device) if self.stream.uses_task_ids else None
-        self.probe = probe(self.model, sample, t1)
+        for s in self.strategies:
+            s.setup(self.ctx)
+        first = self.stream.experiences[0]
+        self.probe = probe(self.model, first.x_test[:1], torch.zeros(1, dtype=torch.long,
+                                                                     device=self.device))
         with torch.random.fork_rng(devices=[]):
             self.planned, self.plan = plan_memory(self.model, self.stream, self.strategies, self.ctx,
                                                   cfg, self.probe.activation_bytes)
@@ -244,10 +214,11 @@ class Learner:
             raise CheckpointError(f"checkpoint {path} was written by a different config than "
                                   f"{self.run_dir / 'config.json'}; it cannot be resumed with it")
         try:
-            self.model = rebuild(ckpt["arch"], self.stream.input_shape).to(self.device)
+            self.model = rebuild(ckpt["spec"]).to(self.device)
             self.model.load_state_dict(ckpt["model"])
             self.optimizer = make_optimizer(self.cfg, self.model)
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
             for s in self.strategies:
                 s.load_state_dict(ckpt["strategies"][s.name])
             self.generator.set_state(ckpt["rng"]["generator"])
@@ -283,6 +254,8 @@ class Learner:
         for s in self.strategies:
             model = s.adapt_model(ctx, model, exp)
         changed = model.adapt(exp) or model is not self.model
+        if cfg.freeze_backbone_after is not None and exp.index >= cfg.freeze_backbone_after:
+            model.freeze_backbone()
         if (changed or self.optimizer is None or cfg.optimizer_state == "reset"
                 or self._trainable_changed(model)):
             old = self.optimizer
@@ -317,7 +290,8 @@ class Learner:
 
     def _trainable_changed(self, model: nn.Module) -> bool:
         """True when a strategy froze or unfroze parameters since the optimizer was built."""
-        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        held = set() if self.optimizer is None else {
+            id(p) for group in self.optimizer.param_groups for p in group["params"]}
         return held != {id(p) for p in model.parameters() if p.requires_grad}
 
     def _step_budget(self, n: int) -> int:
@@ -332,8 +306,9 @@ class Learner:
         total = self._step_budget(n)
         shown = total if self.flops_cap_steps is None else min(total, self.flops_cap_steps)
         self.reporter.start_experience(exp.index, len(self.stream), shown, exp.classes)
-        use_t = self.stream.uses_task_ids
-        flops_per_row = 3 * self.probe.forward_flops
+        closed_form = model.head.closed_form
+        # Forward and backward cost 3 forward passes a row; a step without backward costs one.
+        flops_per_row = (3 if opt is not None else 1) * self.probe.forward_flops
         steps = flops = 0
         loss_sum = torch.zeros((), device=self.device)
         model.train()
@@ -343,7 +318,8 @@ class Learner:
                 if steps >= total:
                     break
                 idx = perm[start:start + bs]
-                batch = Batch(data.x[idx], data.y[idx], data.t[idx])
+                own = Batch(data.x[idx], data.y[idx], data.t[idx])
+                batch = own
                 for s in self.strategies:
                     batch = s.mix_batch(ctx, batch)
                 step_flops = flops_per_row * len(batch) + sum(
@@ -351,34 +327,46 @@ class Learner:
                 if cfg.compute_flops is not None and flops + step_flops > cfg.compute_flops:
                     total = steps  # the next step would overrun the FLOP budget: stop here
                     break
-                x = self.stream.prepare(batch.x)
-                with _autocast(self.device, cfg.amp):
-                    logits = model(x, batch.t if use_t else None)
-                    loss = (self.task_loss.task_loss(ctx, batch, x, logits) if self.task_loss
-                            else F.cross_entropy(logits.float(), batch.y))
-                    for s in self.strategies:
-                        extra = s.extra_loss(ctx, batch, x, logits)
-                        if extra is not None:
-                            loss = loss + extra
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for s in self.strategies:
-                    s.after_backward(ctx, batch)
-                opt.step()
-                for s in self.strategies:
-                    s.after_step(ctx, batch)
-                loss_sum += loss.detach()
+                loss = self._step(model, opt, own, batch, closed_form)
+                if loss is not None:
+                    loss_sum += loss
                 steps += 1
                 flops += step_flops
                 if steps % 25 == 0:
-                    self.reporter.advance(25, loss.item() if self.reporter.console else None)
+                    self.reporter.advance(25, loss.item() if loss is not None and self.reporter.console
+                                          else None)
         if steps % 25:
-            self.reporter.advance(steps % 25, loss.item() if self.reporter.console else None)
+            self.reporter.advance(steps % 25, None)
         mean_loss = (loss_sum / max(1, steps)).item()
         if not math.isfinite(mean_loss):
             raise EdgelllError(f"training diverged on experience {exp.index} (loss {mean_loss}); "
-                               f"lower --lr or a strategy's lambda")
+                               f"lower the learning rate (lr) or a strategy's lambda")
         return steps, flops, mean_loss
+
+    def _step(self, model, opt, own: Batch, batch: Batch, closed_form: bool):
+        """One training step; returns the detached loss, or None when nothing is trainable."""
+        ctx = self.ctx
+        with autocast(self.device, self.cfg.amp):
+            feats = model.forward_features(batch.x)
+            if closed_form:  # the experience's own rows only: replayed ones were counted before
+                model.head.update(feats[: len(own)].detach(), own.y, own.t)
+            if opt is None:
+                return None
+            logits = model.forward_head(feats, batch.t)
+            loss = (self.task_loss.task_loss(ctx, batch, logits) if self.task_loss
+                    else F.cross_entropy(logits.float(), batch.y))
+            for s in self.strategies:
+                extra = s.extra_loss(ctx, batch, logits)
+                if extra is not None:
+                    loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for s in self.strategies:
+            s.after_backward(ctx, batch)
+        opt.step()
+        for s in self.strategies:
+            s.after_step(ctx, batch)
+        return loss.detach()
 
     # -- outputs ------------------------------------------------------------------------------
     def metrics(self, seconds: float | None = None) -> dict:
@@ -398,8 +386,9 @@ class Learner:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(checkpoint_path(self.run_dir, index), {
-            "config": self.cfg.to_dict(), "arch": self.model.arch(),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(), "spec": self.model.spec(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "strategies": {s.name: s.state_dict() for s in self.strategies}, "rng": rng,
             "acc": self.acc, "random_acc": self.random_acc, "stats": self.stats,
             "peak_memory": self.peak_memory, "next_experience": index + 1,
@@ -427,6 +416,19 @@ def _write_csv(path: Path, acc: list[list[float]], n: int) -> None:
     header = "after_experience," + ",".join(f"exp{j}" for j in range(n))
     lines = [header] + [f"{i}," + ",".join(f"{a:.6f}" for a in row) for i, row in enumerate(acc)]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def new_model(cfg: LearnConfig, stream: Stream) -> nn.Module:
+    """The run's model as it starts: the stream's first head, preprocessing its samples as stored,
+    with the stream's class map and task routing in its spec."""
+    first = stream.experiences[0]
+    multi = cfg.scenario == "task"
+    model = create_model(cfg.model, stream.input_shape,
+                         first.n_local_classes if multi else first.head_size, multi_head=multi,
+                         input={"dtype": dtype_name(stream.dtype), "layout": "nchw",
+                                "mean": stream.mean, "std": stream.std}, **cfg.model_args)
+    model.labels = stream.label_map()
+    return model
 
 
 def learn(cfg: LearnConfig, data=None, run_dir: str | Path | None = None, resume: bool = False,

@@ -11,8 +11,10 @@ id at test), ``task`` labels within the task and gives the task id (multi-head),
 within the task with a shared head and no task id.
 
 Data stays in its source dtype (uint8 images) as tensors on the compute device; normalisation
-constants are computed once on the training set and applied by :meth:`Stream.prepare`, one fused
-affine op per batch.
+constants are computed once on the training set and handed to the model, whose preprocessing
+applies them (one fused affine op per batch). :meth:`Stream.label_map` is the class map and task
+routing the model's spec carries, so a trained model maps its outputs back to the data set's
+labels without the stream.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ import torch
 from .data import Dataset
 from .errors import ConfigError, DataError
 from .batch import Batch
+
+
+DIGITS = [str(d) for d in range(10)]
+CLASS_NAMES = {"digits": DIGITS, "mnist": DIGITS,
+               "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                 "Shirt", "Sneaker", "Bag", "Ankle boot"]}
 
 
 @dataclass(eq=False)
@@ -71,9 +79,18 @@ class Stream:
     def sample_bytes(self) -> int:
         return int(np.prod(self.input_shape)) * torch.empty((), dtype=self.dtype).element_size()
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Stored samples (any dtype) to normalised float32 model inputs."""
-        return x.to(torch.float32).sub(self.mean).mul_(1.0 / self.std)
+    def label_map(self) -> dict:
+        """Plain values: which data-set labels each task holds (``tasks``, in local-unit order)
+        and, in the class scenario, the label of every output unit (``units``). In the task
+        scenario unit j of task t is ``tasks[t][j]``; in the domain scenario units are local."""
+        tasks = [list(e.classes) for e in self.experiences]
+        out = {"scenario": self.scenario, "tasks": tasks, "dataset": self.dataset_name}
+        if self.scenario == "class":
+            out["units"] = [c for e in self.experiences for c in e.classes]
+        names = CLASS_NAMES.get(self.dataset_name)
+        if names is not None:
+            out["names"] = {str(c): names[c] for c in self.class_order if c < len(names)}
+        return out
 
     def __len__(self) -> int:
         return len(self.experiences)

@@ -1,9 +1,11 @@
 """Networks and heads for edgelll, installed as ``edgelll.models``."""
 
-from . import bias, convnet, mlp, per_task  # noqa: F401  (registers the models and wrappers)
-from .base import EdgeModel
-from .heads import IncrementalClassifier, MultiHeadClassifier
-from .registry import create_model, list_models, model_params, rebuild, register_wrapper
+from . import convnet, mlp  # noqa: F401  (registers the models)
+from .base import Columns, EdgeModel
+from .heads import (BiasHead, BlockHead, Head, IncrementalClassifier, MultiHeadClassifier,
+                    NearestMeanHead, make_head)
+from .registry import create_model, list_models, model_params, rebuild
 
-__all__ = ["EdgeModel", "IncrementalClassifier", "MultiHeadClassifier", "create_model",
-           "list_models", "model_params", "rebuild", "register_wrapper"]
+__all__ = ["BiasHead", "BlockHead", "Columns", "EdgeModel", "Head", "IncrementalClassifier",
+           "MultiHeadClassifier", "NearestMeanHead", "create_model", "list_models", "make_head",
+           "model_params", "rebuild"]

@@ -1,19 +1,102 @@
-"""Classifier heads that grow with the stream.
+"""Classifier heads. A head owns its learning rule, and wrappers are head variants, not layers
+around the model, so strategies that each add one compose.
 
-`IncrementalClassifier` is one linear layer whose output units grow when new classes arrive; the
-rows of the old classes are kept bit for bit. `MultiHeadClassifier` holds one linear head per task
-for the task-incremental scenario (van de Ven & Tolias 2019, arXiv:1904.07734) and picks each
-sample's head by its task id with tensor operations, not a Python loop over samples.
+Every head is a :class:`Head`: ``forward(feats, task_ids)`` gives logits (task ids are read only by
+heads that route by task), ``adapt(exp)`` makes room for an experience, ``spec()`` gives plain
+values that :func:`make_head` rebuilds it from, and ``learns`` says how it learns:
+
+- ``"gradient"``: by the loss the learner backpropagates;
+- ``"closed-form"``: by :meth:`Head.update` on a batch's features under ``no_grad``; a frozen
+  backbone with such a head needs no backward pass at all.
+
+Variants: ``single`` (one linear layer whose classes only grow; old rows kept bit for bit),
+``multi`` (one linear head per task, van de Ven & Tolias 2019, arXiv:1904.07734), ``blocks`` (one
+linear head per column of a column backbone, each reading only its own column's features),
+``bias`` (BiC's two-parameter correction of the newest classes' logits, Wu et al. 2019,
+arXiv:1905.13260, equation 4) and ``nearest-mean`` (class means of the features; iCaRL's
+nearest-mean-of-exemplars and the closed-form ``ncm`` head). A wrapper holds the head below it as
+``inner``; :meth:`Head.chain` walks them and :meth:`Head.find` finds one by kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import ClassVar
+
 import torch
 from torch import nn
 
+from edgelll.runtime.rules import ncm_means, ncm_scores, ncm_update
 
-class IncrementalClassifier(nn.Module):
+
+class Head(nn.Module):
+    kind: ClassVar[str] = ""
+    learns: str = "gradient"
+    decides: ClassVar[bool] = False  # in eval mode its predictions ignore the logits below it
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner: Head | None = None  # a wrapper's head below it (a submodule once set)
+
+    @property
+    def n_classes(self) -> int:
+        return self.inner.n_classes if self.inner is not None else 0
+
+    @property
+    def routes_by_task(self) -> bool:
+        return self.inner.routes_by_task if self.inner is not None else False
+
+    def spec(self) -> dict:
+        raise NotImplementedError
+
+    def adapt(self, exp) -> bool:
+        """Make room for ``exp``; True when parameters changed (the optimizer is rebuilt)."""
+        return self.inner.adapt(exp) if self.inner is not None else False
+
+    @torch.no_grad()
+    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        """Closed-form learning from a batch's features (a no-op for gradient heads)."""
+        if self.inner is not None:
+            self.inner.update(feats, y, t)
+
+    def chain(self) -> Iterator[Head]:
+        head: Head | None = self
+        while head is not None:
+            yield head
+            head = head.inner
+
+    def find(self, kind: str) -> Head | None:
+        return next((h for h in self.chain() if h.kind == kind), None)
+
+    @property
+    def closed_form(self) -> bool:
+        return any(h.learns == "closed-form" for h in self.chain())
+
+
+def route_by_task(outs: list[torch.Tensor], task_ids: torch.Tensor | None) -> torch.Tensor:
+    """Each sample takes the row of its own task's output; units a task's head lacks and tasks
+    without a head are -inf, so they are never predicted. Tensor ops over the whole batch, and
+    no data-dependent branch (torch.func and export trace it)."""
+    if task_ids is None:
+        raise ValueError("a head that routes by task needs the task id of every sample")
+    width = max(o.shape[1] for o in outs)
+    padded = [nn.functional.pad(o, (0, width - o.shape[1]), value=float("-inf")) for o in outs]
+    stacked = torch.stack(padded)  # (heads, batch, width)
+    index = task_ids.long().clamp(max=len(outs) - 1).view(1, -1, 1).expand(1, -1, width)
+    logits = stacked.gather(0, index).squeeze(0)
+    return logits.masked_fill((task_ids >= len(outs)).view(-1, 1), float("-inf"))
+
+
+def _linear_like(ref: nn.Module | None, in_features: int, n: int) -> nn.Linear:
+    layer = nn.Linear(in_features, n)
+    p = next(ref.parameters(), None) if ref is not None else None
+    return layer.to(p.device, p.dtype) if p is not None else layer
+
+
+class IncrementalClassifier(Head):
     """A linear head whose number of classes only grows."""
+
+    kind = "single"
 
     def __init__(self, in_features: int, n_classes: int) -> None:
         super().__init__()
@@ -25,26 +108,38 @@ class IncrementalClassifier(nn.Module):
         return self.linear.out_features
 
     def spec(self) -> dict:
-        return {"kind": "single", "sizes": [self.n_classes]}
+        return {"kind": self.kind, "sizes": [self.n_classes]}
+
+    def adapt(self, exp) -> bool:
+        return self.grow(exp.head_size)
 
     def grow(self, n_classes: int) -> bool:
         """Widen to ``n_classes`` outputs, keeping the existing rows; True if the shape changed."""
         old = self.linear
         if n_classes <= old.out_features:
             return False
-        new = nn.Linear(self.in_features, n_classes).to(old.weight.device, old.weight.dtype)
+        new = _linear_like(self, self.in_features, n_classes)
         with torch.no_grad():
             new.weight[: old.out_features] = old.weight
             new.bias[: old.out_features] = old.bias
+        new.requires_grad_(old.weight.requires_grad)
         self.linear = new
         return True
+
+    @torch.no_grad()
+    def fold(self, start: int, alpha: torch.Tensor, beta: torch.Tensor) -> None:
+        """Rewrite rows ``start:`` to give ``alpha * logit + beta`` (the same function)."""
+        self.linear.weight[start:].mul_(alpha)
+        self.linear.bias[start:].mul_(alpha).add_(beta)
 
     def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.linear(feats)
 
 
-class MultiHeadClassifier(nn.Module):
+class MultiHeadClassifier(Head):
     """One linear head per task; output width is the largest head, padded units masked out."""
+
+    kind = "multi"
 
     def __init__(self, in_features: int, sizes: list[int] | tuple[int, ...] = ()) -> None:
         super().__init__()
@@ -55,41 +150,191 @@ class MultiHeadClassifier(nn.Module):
     def n_classes(self) -> int:
         return max((h.out_features for h in self.heads), default=0)
 
+    @property
+    def routes_by_task(self) -> bool:
+        return True
+
     def spec(self) -> dict:
-        return {"kind": "multi", "sizes": [h.out_features for h in self.heads]}
+        return {"kind": self.kind, "sizes": [h.out_features for h in self.heads]}
 
     def add_head(self, n_classes: int) -> None:
-        ref = next(self.parameters(), None)
-        head = nn.Linear(self.in_features, n_classes)
-        if ref is not None:
-            head = head.to(ref.device, ref.dtype)
-        self.heads.append(head)
+        self.heads.append(_linear_like(self, self.in_features, n_classes))
+
+    def adapt(self, exp) -> bool:
+        changed = False
+        while len(self.heads) <= exp.task_id:
+            self.add_head(exp.n_local_classes)
+            changed = True
+        return changed
 
     def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if task_ids is None:
-            raise ValueError("a multi-head classifier needs the task id of every sample")
-        width = self.n_classes
-        # Every head sees the whole batch (a few small matmuls), then each sample takes its own
-        # head's row; units a head does not have are -inf so they are never predicted.
-        outs = []
-        for head in self.heads:
-            out = head(feats)
-            if out.shape[1] < width:
-                pad = out.new_full((out.shape[0], width - out.shape[1]), float("-inf"))
-                out = torch.cat([out, pad], dim=1)
-            outs.append(out)
-        stacked = torch.stack(outs, dim=0)  # (heads, batch, width)
-        index = task_ids.clamp(max=len(self.heads) - 1).view(1, -1, 1).expand(1, -1, width)
-        logits = stacked.gather(0, index).squeeze(0)
-        # A task whose head does not exist yet cannot be answered: every unit is -inf. Masking
-        # unconditionally keeps the forward free of data-dependent branches (torch.func, export).
-        return logits.masked_fill((task_ids >= len(self.heads)).view(-1, 1), float("-inf"))
+        # Every head sees the whole batch (a few small matmuls), then each sample takes its own.
+        return route_by_task([head(feats) for head in self.heads], task_ids)
 
 
-def make_head(spec: dict, in_features: int) -> nn.Module:
-    """Rebuild a head from :meth:`spec` (plain values, as stored in checkpoints)."""
-    if spec["kind"] == "single":
+class BlockHead(Head):
+    """One linear head per backbone column, each over its own column's slice of the features:
+    ``route="task"`` picks each sample's block by task id, ``"class"`` puts the blocks' classes
+    side by side (consecutive blocks of the global label space). Only the newest block learns."""
+
+    kind = "blocks"
+
+    def __init__(self, block_in: int, sizes: list[int] | tuple[int, ...], route: str) -> None:
+        super().__init__()
+        if route not in ("task", "class"):
+            raise ValueError(f"unknown block route {route!r}")
+        self.block_in, self.route = block_in, route
+        self.blocks = nn.ModuleList(nn.Linear(block_in, n) for n in sizes)
+        for old in self.blocks[:-1]:
+            old.requires_grad_(False)
+
+    @property
+    def n_classes(self) -> int:
+        sizes = [b.out_features for b in self.blocks]
+        return max(sizes, default=0) if self.route == "task" else sum(sizes)
+
+    @property
+    def routes_by_task(self) -> bool:
+        return self.route == "task"
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "sizes": [b.out_features for b in self.blocks],
+                "route": self.route, "block_in": self.block_in}
+
+    def add_block(self, n_classes: int) -> None:
+        for old in self.blocks:
+            old.requires_grad_(False)
+        self.blocks.append(_linear_like(self, self.block_in, n_classes))
+
+    def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        d = self.block_in
+        outs = [b(feats[:, i * d:(i + 1) * d]) for i, b in enumerate(self.blocks)]
+        return torch.cat(outs, dim=1) if self.route == "class" else route_by_task(outs, task_ids)
+
+
+class BiasHead(Head):
+    """BiC's bias correction (Wu et al. 2019, equation 4) of the head below it:
+
+        q_k = alpha * o_k + beta  for the newest classes k >= new_from,   q_k = o_k  otherwise.
+
+    Only the newest experience's pair is active. When it is re-pointed at a later experience's
+    classes, the old pair is folded into the rows of the classes it corrected (an exact rewrite of
+    the same function) and reset to (1, 0). ``alpha`` and ``beta`` never learn from ordinary
+    training (``requires_grad`` is False); BiC's stage 2 trains them alone.
+    """
+
+    kind = "bias"
+
+    def __init__(self, inner: Head, new_from: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.new_from = int(new_from)
+        ref = next(inner.parameters(), None)
+        kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        self.alpha = nn.Parameter(torch.ones((), **kw), requires_grad=False)
+        self.beta = nn.Parameter(torch.zeros((), **kw), requires_grad=False)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "new_from": self.new_from, "inner": self.inner.spec()}
+
+    def correct(self, logits: torch.Tensor) -> torch.Tensor:
+        old, new = logits[:, : self.new_from], logits[:, self.new_from:]
+        return torch.cat([old, new * self.alpha + self.beta], dim=1)
+
+    def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.correct(self.inner(feats, task_ids))
+
+    @torch.no_grad()
+    def repoint(self, new_from: int) -> None:
+        """Fold the active pair into the linear head below, reset it, point it at ``new_from``."""
+        linear = self.inner.find(IncrementalClassifier.kind)
+        if linear is None:
+            raise TypeError("bias correction folds into a single growing head (class scenario)")
+        linear.fold(self.new_from, self.alpha, self.beta)
+        self.alpha.fill_(1.0)
+        self.beta.fill_(0.0)
+        self.new_from = int(new_from)
+
+
+class NearestMeanHead(Head):
+    """Classifies by the nearest class mean of the features (rules in edgelll.runtime.rules).
+
+    The state is per-class feature sums and counts (buffers). ``online=True`` makes it a
+    closed-form head: :meth:`update` adds every training batch. Without, the means are set by a
+    strategy (iCaRL's exemplar means, :meth:`set_stats`). With an ``inner`` gradient head, training
+    mode returns the inner logits (the loss that shapes the backbone) and eval mode the negative
+    distances; without one, it always returns distances.
+    """
+
+    kind = "nearest-mean"
+    decides = True
+
+    def __init__(self, inner: Head | None, n_features: int, n_classes: int = 0,
+                 cosine: bool = False, online: bool = False) -> None:
+        super().__init__()
+        self.inner = inner
+        self.n_features, self.cosine, self.online = n_features, bool(cosine), bool(online)
+        self.learns = "closed-form" if online else "gradient"
+        ref = next(inner.parameters(), None) if inner is not None else None
+        device = ref.device if ref is not None else None
+        self.register_buffer("sums", torch.zeros(n_classes, n_features, device=device))
+        self.register_buffer("counts", torch.zeros(n_classes, device=device))
+
+    @property
+    def n_classes(self) -> int:
+        return max(self.sums.shape[0], super().n_classes)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "classes": int(self.sums.shape[0]), "features": self.n_features,
+                "cosine": self.cosine, "online": self.online,
+                "inner": self.inner.spec() if self.inner is not None else None}
+
+    def adapt(self, exp) -> bool:
+        changed = super().adapt(exp)
+        grow = max(exp.head_size, self.n_classes) - self.sums.shape[0]
+        if grow > 0:
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(grow, self.n_features)])
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(grow)])
+        return changed
+
+    @torch.no_grad()
+    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        if self.online:
+            self.sums, self.counts = ncm_update(self.sums, self.counts, feats.flatten(1).float(),
+                                                y.long(), self.cosine)
+        super().update(feats, y, t)
+
+    @torch.no_grad()
+    def set_stats(self, feats: torch.Tensor, y: torch.Tensor, classes=None) -> None:
+        """Replace the statistics of ``classes`` (default: every class) by those of ``feats``."""
+        sums, counts = ncm_update(torch.zeros_like(self.sums), torch.zeros_like(self.counts),
+                                  feats.flatten(1).float(), y.long(), self.cosine)
+        if classes is None:
+            self.sums, self.counts = sums, counts
+        else:
+            idx = torch.as_tensor(list(classes), dtype=torch.long, device=self.sums.device)
+            self.sums[idx], self.counts[idx] = sums[idx], counts[idx]
+
+    def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.inner is not None:
+            return self.inner(feats, task_ids)
+        means, known = ncm_means(self.sums, self.counts, self.cosine)
+        return ncm_scores(feats.flatten(1).float(), means, known, self.cosine)
+
+
+def make_head(spec: dict, in_features: int) -> Head:
+    """Rebuild a head from :meth:`Head.spec` (plain values, as stored in checkpoints)."""
+    kind = spec.get("kind")
+    if kind == "single":
         return IncrementalClassifier(in_features, int(spec["sizes"][0]))
-    if spec["kind"] == "multi":
+    if kind == "multi":
         return MultiHeadClassifier(in_features, [int(s) for s in spec["sizes"]])
-    raise ValueError(f"unknown head kind {spec['kind']!r}")
+    if kind == "blocks":
+        return BlockHead(int(spec["block_in"]), [int(s) for s in spec["sizes"]], spec["route"])
+    if kind == "bias":
+        return BiasHead(make_head(spec["inner"], in_features), int(spec["new_from"]))
+    if kind == "nearest-mean":
+        inner = make_head(spec["inner"], in_features) if spec.get("inner") else None
+        return NearestMeanHead(inner, int(spec["features"]), int(spec["classes"]),
+                               bool(spec["cosine"]), bool(spec["online"]))
+    raise ValueError(f"unknown head kind {kind!r}")

@@ -1,5 +1,6 @@
 """One factory for every network: ``create_model(name, **kwargs)``, each variant registered by a
-small function, unknown names answered with a suggestion (the shape of timm's registry)."""
+small function, unknown names answered with a suggestion (the shape of timm's registry), and
+:func:`rebuild`, which makes a model again from its plain-data spec."""
 
 from __future__ import annotations
 
@@ -8,18 +9,10 @@ from collections.abc import Callable
 
 from edgelll.errors import ConfigError, unknown_name
 
+from .base import SPEC_FORMAT, Columns
+from .preprocess import Preprocess
+
 _MODELS: dict[str, tuple[Callable, str]] = {}
-_WRAPPERS: dict[str, Callable] = {}
-
-
-def register_wrapper(name: str) -> Callable:
-    """Register how to rebuild a module that wraps another model (a bias-correction layer, a
-    nearest-mean head, a column per task): ``fn(arch, input_shape) -> nn.Module``, where ``arch`` is
-    what the wrapper's own ``arch()`` returned (it holds the inner model's arch)."""
-    def deco(fn: Callable) -> Callable:
-        _WRAPPERS[name] = fn
-        return fn
-    return deco
 
 
 def register(name: str, description: str) -> Callable:
@@ -47,7 +40,9 @@ def _lookup(name: str) -> Callable:
 
 
 def create_model(name: str, input_shape: tuple[int, ...], n_classes: int, multi_head: bool = False,
-                 **kwargs):
+                 input: dict | None = None, **kwargs):
+    """The network ``name`` for samples of ``input_shape``; ``input`` holds the samples' storage
+    ``dtype``, ``layout`` and normalisation ``mean``/``std`` (default: float32, no scaling)."""
     fn = _lookup(name)
     known = model_params(name)
     for key in kwargs:
@@ -55,18 +50,31 @@ def create_model(name: str, input_shape: tuple[int, ...], n_classes: int, multi_
             raise ConfigError(unknown_name(f"parameter of model {name!r}", key, known))
     try:
         model = fn(tuple(input_shape), int(n_classes), multi_head=multi_head, **kwargs)
+        model.preprocess = Preprocess(tuple(input_shape), **(input or {}))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
-    model.input_shape = tuple(input_shape)
     return model
 
 
-def rebuild(arch: dict, input_shape: tuple[int, ...]):
-    """Make the network described by ``EdgeModel.arch()`` again, head grown to the stored sizes."""
-    if arch["name"] in _WRAPPERS:
-        return _WRAPPERS[arch["name"]](arch, input_shape)
-    head = arch["head"]
-    model = create_model(arch["name"], input_shape, int(head["sizes"][0]),
-                         multi_head=head["kind"] == "multi", **arch["args"])
-    model.set_head(head)
+def fresh_backbone(model):
+    """A newly initialised backbone of the same kind as ``model``'s (a new column)."""
+    fn = _lookup(model.name)
+    return fn(model.input_shape, 1, **model.args).backbone
+
+
+def rebuild(spec: dict):
+    """Make the network ``EdgeModel.spec()`` describes, with its head grown to the stored sizes."""
+    if spec.get("format") != SPEC_FORMAT:
+        raise ConfigError(f"not an edgelll model spec (format {spec.get('format')!r}, expected "
+                          f"{SPEC_FORMAT!r}); it was written by another version of edgelll")
+    inp = spec["input"]
+    model = create_model(spec["name"], tuple(inp["shape"]), 1, input={
+        k: v for k, v in inp.items() if k != "shape"}, **spec["args"])
+    if "columns" in spec:
+        width = model.feat_dim
+        model.backbone = Columns([model.backbone] + [fresh_backbone(model)
+                                                     for _ in range(int(spec["columns"]) - 1)], width)
+        model.feat_dim = width * int(spec["columns"])
+    model.set_head(spec["head"])
+    model.labels = spec.get("labels", {})
     return model

@@ -16,7 +16,7 @@ from edgelll.batch import Batch
 from edgelll.kd import kd_loss
 from edgelll.learner import Learner
 from edgelll.models import create_model, rebuild
-from edgelll.models.bias import BiasCorrection
+from edgelll.models import BiasHead
 from edgelll.strategies import create_strategy
 
 from _resume import assert_resume_is_exact
@@ -133,15 +133,15 @@ def test_lwf_class_scenario_distills_only_the_old_units():
     model.head.grow(4)
     x = torch.randn(8, *SHAPE)
     batch = Batch(x, torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long))
-    assert lwf.extra_loss(ctx, batch, x, model(x)).item() == pytest.approx(0.0, abs=1e-6)
+    assert lwf.extra_loss(ctx, batch, model(x)).item() == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         model.head.linear.weight[2:] += 5.0  # the new classes' units: no distillation on them
-    assert lwf.extra_loss(ctx, batch, x, model(x)).item() == pytest.approx(0.0, abs=1e-6)
+    assert lwf.extra_loss(ctx, batch, model(x)).item() == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         model.backbone[1].weight.add_(0.3 * torch.randn_like(model.backbone[1].weight))
     logits = model(x)
     expected = 0.7 * kd_loss(logits[:, :2], lwf.old(x), 2.0)
-    got = lwf.extra_loss(ctx, batch, x, logits)
+    got = lwf.extra_loss(ctx, batch, logits)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6) and got.item() > 1e-4
     assert not any(p.requires_grad for p in lwf.old.parameters())
     # pad: the softmax spans every unit, the new classes' targets are 0
@@ -149,14 +149,14 @@ def test_lwf_class_scenario_distills_only_the_old_units():
     padded.old, padded.old_tasks = lwf.old, lwf.old_tasks
     p_t, log_p_s = F.softmax(lwf.old(x) / 2.0, 1), F.log_softmax(logits / 2.0, 1)
     want = 0.7 * 4.0 * (p_t * (p_t.log() - log_p_s[:, :2])).sum(1).mean()
-    got = padded.extra_loss(ctx, batch, x, logits)
+    got = padded.extra_loss(ctx, batch, logits)
     assert got.item() == pytest.approx(want.item(), rel=1e-5) and got.item() > expected.item()
     # balance: (1/t) CE + (1 - 1/t) alpha KD, as CE + (t - 1) alpha KD, t the experiences seen
     balanced = create_strategy("lwf", {"alpha": 0.7, "T": 2.0, "balance": True})
     balanced.old, balanced.old_tasks = lwf.old, lwf.old_tasks
     for seen in (2, 3, 5):
         ctx.experience = seen - 1
-        got = balanced.extra_loss(ctx, batch, x, logits)
+        got = balanced.extra_loss(ctx, batch, logits)
         assert got.item() == pytest.approx((seen - 1) * expected.item(), rel=1e-6)
 
 
@@ -173,14 +173,14 @@ def test_lwf_task_scenario_distills_every_old_head_on_every_input():
     batch = Batch(x, torch.zeros(6, dtype=torch.long), t)
     with torch.no_grad():
         model.head.heads[2].weight += 1.0  # the new head is free
-    assert lwf.extra_loss(ctx, batch, x, model(x, t)).item() == pytest.approx(0.0, abs=1e-6)
+    assert lwf.extra_loss(ctx, batch, model(x, t)).item() == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         model.head.heads[0].weight += 0.5
         model.head.heads[1].bias -= 0.5
     f_new, f_old = model.forward_features(x), lwf.old.forward_features(x)
     expected = sum(kd_loss(model.head.heads[j](f_new), lwf.old.head.heads[j](f_old), 2.0)
                    for j in range(2))
-    assert lwf.extra_loss(ctx, batch, x, model(x, t)).item() == pytest.approx(expected.item(),
+    assert lwf.extra_loss(ctx, batch, model(x, t)).item() == pytest.approx(expected.item(),
                                                                                rel=1e-6)
 
 
@@ -197,7 +197,8 @@ def test_lwf_counts_the_previous_models_forward_pass_in_the_flops(scenario):
 def test_lwf_memory_is_the_old_model_and_within_the_plan():
     learner = _run(_cfg(strategies=["lwf"]), n=2)
     lwf = _strategy(learner, "lwf")
-    held = sum(p.nbytes for p in learner.model.parameters())  # the copy after experience 1
+    model = learner.model  # the copy after experience 1, normalisation constants included
+    held = sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
     assert lwf.memory_bytes() == held == sum(t.nbytes for t in lwf.tensors())
     assert lwf.memory_bytes() <= learner.planned["strategy:lwf"]
     for a, b in zip(lwf.old.parameters(), learner.model.parameters()):
@@ -230,7 +231,7 @@ def test_student_loss_is_the_weighted_sum_and_the_teacher_step_does_not_leak():
     x, y = torch.randn(7, *SHAPE), torch.randint(0, 3, (7,))
     batch = Batch(x, y, torch.zeros(7, dtype=torch.long))
     logits = student(x)
-    extra = dist.extra_loss(_ctx(student), batch, x, logits)
+    extra = dist.extra_loss(_ctx(student), batch, logits)
     total = F.cross_entropy(logits, y) + extra  # what the learner minimises
     with torch.no_grad():
         target = before(x)  # the teacher's logits before its own step
@@ -279,7 +280,8 @@ def test_alongside_teacher_memory_report_and_matrices():
     dist = _strategy(learner, "distill")
     params = list(dist.teacher.parameters())
     p_bytes = sum(p.nbytes for p in params)
-    assert dist.memory_bytes() == 3 * p_bytes + 4 * len(params)  # params + Adam moments + steps
+    consts = sum(b.nbytes for b in dist.teacher.buffers())  # its normalisation constants
+    assert dist.memory_bytes() == 3 * p_bytes + 4 * len(params) + consts  # + Adam moments, steps
     assert dist.memory_bytes() == sum(t.nbytes for t in dist.tensors())
     assert dist.memory_bytes() <= learner.planned["strategy:distill"]
     rep = learner.metrics()["strategies"]["distill"]
@@ -300,7 +302,8 @@ def test_teacher_from_a_finished_run(tmp_path):
     # Experience i distills from the teacher as it was after learning experience i.
     assert rep["teacher"]["acc_matrix"] == teacher_run.acc_matrix
     dist = _strategy(learner, "distill")
-    assert dist.memory_bytes() == sum(p.nbytes for p in teacher_run.model.parameters())
+    teacher = teacher_run.model
+    assert dist.memory_bytes() == sum(t.nbytes for t in [*teacher.parameters(), *teacher.buffers()])
     assert dist.memory_bytes() <= learner.planned["strategy:distill"]
     assert result.acc_matrix == rep["student"]["acc_matrix"]
     for other in ({"seed": 4}, {"tasks": 2}):  # another class order; another split
@@ -322,46 +325,49 @@ def _bic_learner(n=2, **bic):
 def test_bias_correction_changes_only_the_new_class_logits():
     learner = _bic_learner()
     model, exp1 = learner.model, learner.stream.experiences[1]
-    assert isinstance(model, BiasCorrection) and model.new_from == exp1.label_offset
-    assert (model.alpha.item(), model.beta.item()) != (1.0, 0.0)  # stage 2 moved the pair
-    x = learner.stream.prepare(exp1.x_test)
+    bias = model.head.find("bias")
+    assert bias is model.head and bias.new_from == exp1.label_offset
+    assert (bias.alpha.item(), bias.beta.item()) != (1.0, 0.0)  # stage 2 moved the pair
     with torch.no_grad():
-        inner, wrapped = model.inner(x), model(x)
-    k = model.new_from
+        feats = model.forward_features(exp1.x_test)
+        inner, wrapped = bias.inner(feats), model(exp1.x_test)
+    k = bias.new_from
     assert torch.equal(wrapped[:, :k], inner[:, :k])  # old classes: bit-identical
-    torch.testing.assert_close(wrapped[:, k:], model.alpha * inner[:, k:] + model.beta)
+    torch.testing.assert_close(wrapped[:, k:], bias.alpha * inner[:, k:] + bias.beta)
     assert not torch.equal(wrapped[:, k:], inner[:, k:])
-    assert not model.alpha.requires_grad and not model.beta.requires_grad
+    assert not bias.alpha.requires_grad and not bias.beta.requires_grad
     bic = _strategy(learner, "bic")
-    assert bic.report()["alpha_beta"] == [[model.alpha.item(), model.beta.item()]]
+    assert bic.report()["alpha_beta"] == [[bias.alpha.item(), bias.beta.item()]]
 
 
 def test_bias_correction_survives_a_checkpoint_round_trip(tmp_path):
     model = _bic_learner().model
-    torch.save({"arch": model.arch(), "model": model.state_dict()}, tmp_path / "m.pt")
+    torch.save({"spec": model.spec(), "model": model.state_dict()}, tmp_path / "m.pt")
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert raw["arch"]["name"] == "bias-correction" and raw["arch"]["inner"]["name"] == "mlp"
-    again = rebuild(raw["arch"], (1, 8, 8))  # the digits' shape
+    assert raw["spec"]["head"]["kind"] == "bias" and raw["spec"]["head"]["inner"]["kind"] == "single"
+    again = rebuild(raw["spec"])  # no input shape or data needed: the spec holds them
     again.load_state_dict(raw["model"])
-    assert again.new_from == model.new_from and torch.equal(again.alpha, model.alpha)
-    x = torch.randn(5, 1, 8, 8)
+    assert again.head.new_from == model.head.new_from
+    assert torch.equal(again.head.alpha, model.head.alpha)
+    x = torch.randint(0, 17, (5, 1, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
 
 
 def test_repoint_folds_the_old_pair_into_the_head_exactly():
     torch.manual_seed(6)
-    model = BiasCorrection(create_model("mlp", SHAPE, 4, hidden=(5,)), new_from=2)
+    model = create_model("mlp", SHAPE, 4, hidden=(5,))
+    bias = model.wrap_head(lambda h: BiasHead(h, 2))
     with torch.no_grad():
-        model.alpha.fill_(0.8)
-        model.beta.fill_(-0.4)
+        bias.alpha.fill_(0.8)
+        bias.beta.fill_(-0.4)
     x = torch.randn(9, *SHAPE)
     with torch.no_grad():
         before = model(x)
-        model.repoint(4)
-        model.inner.head.grow(6)
+        bias.repoint(4)
+        bias.inner.grow(6)
         after = model(x)
-    assert (model.alpha.item(), model.beta.item(), model.new_from) == (1.0, 0.0, 4)
+    assert (bias.alpha.item(), bias.beta.item(), bias.new_from) == (1.0, 0.0, 4)
     torch.testing.assert_close(after[:, :4], before, rtol=1e-5, atol=1e-6)
 
 
@@ -386,8 +392,8 @@ def test_validation_split_is_held_out_per_new_class_and_stored():
 
 @pytest.mark.parametrize("scenario", ["task", "domain"])
 def test_bic_is_refused_outside_the_class_scenario(scenario):
-    with pytest.raises(ConfigError, match="--scenario class"):
-        Learner(_cfg(strategies=["bic"], scenario=scenario)).run()
+    with pytest.raises(ConfigError, match="class scenario"):
+        Learner(_cfg(strategies=["bic"], scenario=scenario))  # refused before training
 
 
 def test_replay_never_stores_the_samples_bic_holds_out():

@@ -62,7 +62,7 @@ def test_replayed_samples_are_labelled_by_the_frozen_previous_solver(scenario):
     assert len(fake) == 8 and s.replayed[:2] == (8, 16)
     assert torch.equal(mixed.x[:8], batch.x)
     use_t = ctx.stream.uses_task_ids
-    old = s.old_solver(ctx.stream.prepare(fake.x), fake.t if use_t else None)
+    old = s.old_solver(fake.x, fake.t)
     assert torch.equal(fake.y, old.argmax(1))
     assert set(fake.t.tolist()) <= {0, 1}
     if use_t:  # each row labelled by its own task's head: a local label of that task
@@ -76,7 +76,7 @@ def test_replayed_samples_are_labelled_by_the_frozen_previous_solver(scenario):
             p.zero_()
         for layer in (ctx.model.head.heads if use_t else [ctx.model.head.linear]):
             layer.bias[1] = 9.0
-    live = ctx.model(ctx.stream.prepare(fake.x), fake.t if use_t else None).argmax(1)
+    live = ctx.model(fake.x, fake.t).argmax(1)
     assert bool((live == 1).all()) and not torch.equal(live, fake.y)
     # ... yet the same draws get the same samples and the same labels as before.
     ctx.generator.set_state(state)
@@ -100,14 +100,13 @@ def test_distillation_acts_on_the_replayed_rows_only():
     own = learner.stream.experiences[1].train_data()
     ctx.model.adapt(learner.stream.experiences[1])  # grown head, old units untouched
     mixed = s.mix_batch(ctx, Batch(own.x[:10], own.y[:10], own.t[:10]))
-    x = ctx.stream.prepare(mixed.x)
-    logits = ctx.model(x)
+    logits = ctx.model(mixed.x)
     y = mixed.y.long()
 
     assert s.replaces_loss()
 
     def total(z):  # what the learner minimises in place of its cross-entropy
-        return s.task_loss(ctx, mixed, x, z)
+        return s.task_loss(ctx, mixed, z)
 
     def expected(z):  # r = 1/2: hard labels on the new rows, soft targets on the replayed ones
         old = s.replayed[2]
@@ -149,7 +148,8 @@ def test_memory_counts_the_vae_its_adam_and_both_frozen_copies():
     s = result.strategies[0]
     vae = sum(p.nbytes for p in s.vae.parameters())
     dec = sum(p.nbytes for p in s.vae.decoder.parameters())
-    solver = sum(p.nbytes for p in result.model.parameters())
+    # the frozen solver: a whole copy of the model, normalisation constants included
+    solver = sum(t.nbytes for t in [*result.model.parameters(), *result.model.buffers()])
     n_tensors = len(list(s.vae.parameters()))
     assert s.memory_bytes() == sum(t.nbytes for t in s.tensors())
     assert s.memory_bytes() == 3 * vae + 4 * n_tensors + dec + solver

@@ -15,7 +15,7 @@ from edgelll.learner import Learner
 from edgelll.models import create_model, rebuild
 from edgelll.runs import latest_checkpoint
 from edgelll.strategies import create_strategy, strategy_params
-from edgelll.strategies.icarl import NearestMeanOfExemplars, class_means
+from edgelll.models import NearestMeanHead
 from edgelll.strategies.replay import embed
 
 from _resume import assert_resume_is_exact
@@ -125,7 +125,7 @@ def test_replay_herding_policy_selects_in_the_current_models_feature_space():
     exp = learner.stream.experiences[0]
     learner.learn_experience(exp)
     buf, data = learner.strategies[0].buffer, exp.train_data()
-    feats = embed(learner.model, learner.stream, data.x)
+    feats = embed(learner.model, data.x)
     for c in (0, 1):
         rows = torch.nonzero(data.y == c).flatten()
         want = data.x[rows[herding_select(feats[rows], 10)]]
@@ -147,16 +147,24 @@ def _identity_features_model():
     return model
 
 
+def _nmc_model(n_classes: int):
+    model = _identity_features_model()
+    model.wrap_head(lambda h: NearestMeanHead(h, 2, n_classes, cosine=True))
+    return model
+
+
 def test_nmc_predicts_the_nearest_class_mean_by_hand():
-    model = NearestMeanOfExemplars(_identity_features_model(), 4)
+    model = _nmc_model(4)
     # Exemplar features (relu(x) = x here). Class 0: (2,0), (0,5) -> normalised (1,0), (0,1),
     # mean (.5,.5), re-normalised (.7071, .7071). Class 1: (1,0). Class 2: (0,1), (0,7) -> (0,1).
     # Class 3 has no exemplars and can never be predicted.
     feats = torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 0.0], [0.0, 1.0], [0.0, 7.0]])
-    means, known = class_means(feats, torch.tensor([0, 0, 1, 2, 2]), 4)
+    head = model.head
+    head.set_stats(feats, torch.tensor([0, 0, 1, 2, 2]))
+    from edgelll.runtime.rules import ncm_means
+    means, known = ncm_means(head.sums, head.counts, cosine=True)
     torch.testing.assert_close(means[:3], torch.tensor([[0.5 ** 0.5] * 2, [1.0, 0.0], [0.0, 1.0]]))
     assert known.tolist() == [True, True, True, False]
-    model.set_means(means, known)
     # At 23.5 degrees: |phi - mu_0| = sqrt(2 - 1.4142 (cos + sin)) = .3730 and
     # |phi - mu_1| = sqrt(2 - 2 cos) = .4073: class 0. (Against the mean (.5,.5) left
     # unnormalised, sqrt(1.5 - cos - sin) = .4292, class 1 would win.)
@@ -168,17 +176,18 @@ def test_nmc_predicts_the_nearest_class_mean_by_hand():
     assert torch.isinf(logits[:, 3]).all()
     assert abs(-logits[0, 0].item() - 0.3730) < 1e-3 and abs(-logits[0, 1].item() - 0.4073) < 1e-3
     model.train()  # training uses the network's logits, not the means
-    assert torch.equal(model(x), model.inner(x)) and model(x).argmax(1).tolist() == [2, 2, 2]
+    assert torch.equal(model(x), model.logits(x)) and model(x).argmax(1).tolist() == [2, 2, 2]
 
 
-def test_nmc_wrapper_rebuilds_from_its_arch_with_its_means():
-    model = NearestMeanOfExemplars(_identity_features_model(), 3)
-    model.set_means(torch.eye(3, 2), torch.tensor([True, True, False]))
-    arch = model.arch()
-    assert arch["name"] == "nmc" and arch["inner"]["name"] == "mlp"
-    twin = rebuild(arch, (1, 1, 2))
+def test_nmc_head_rebuilds_from_its_spec_with_its_means():
+    model = _nmc_model(3)
+    model.head.set_stats(torch.eye(2), torch.tensor([0, 1]))
+    spec = model.spec()
+    assert spec["head"]["kind"] == "nearest-mean" and spec["head"]["inner"]["kind"] == "single"
+    twin = rebuild(spec)
     twin.load_state_dict(model.state_dict())
-    assert torch.equal(twin.means, model.means) and torch.equal(twin.known, model.known)
+    assert torch.equal(twin.head.sums, model.head.sums)
+    assert torch.equal(twin.head.counts, model.head.counts)
 
 
 # -- the strategy -----------------------------------------------------------------------------
@@ -188,11 +197,11 @@ def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
     model = create_model("mlp", (1, 2, 2), 3, hidden=(5,))
     strat = create_strategy("icarl", {"lam": 2.0, "bce": False})
     from edgelll.kd import frozen_copy
-    strat.old = frozen_copy(model, (1, 2, 2))
+    strat.old = frozen_copy(model)
     model.head.grow(5)  # two new classes: not distilled
     x = torch.randn(6, 1, 2, 2)
     logits = model(x).detach().requires_grad_(True)
-    loss = strat.extra_loss(None, None, x, logits)
+    loss = strat.extra_loss(None, SimpleNamespace(x=x), logits)
     q = torch.sigmoid(strat.old(x))
     entropy = -(q * q.log() + (1 - q) * (1 - q).log()).sum() / 6
     assert abs(loss.item() - 2.0 * entropy.item()) < 1e-5  # at the old logits: BCE = entropy
@@ -200,7 +209,7 @@ def test_distillation_is_the_bce_against_the_old_models_sigmoid_outputs():
     assert logits.grad.abs().max() < 1e-6  # and its gradient sigmoid(z) - q vanishes
     shifted = logits.detach().clone()
     shifted[:, 3:] += 10.0  # new classes' units do not enter the term
-    assert abs(strat.extra_loss(None, None, x, shifted).item() - loss.item()) < 1e-6
+    assert abs(strat.extra_loss(None, SimpleNamespace(x=x), shifted).item() - loss.item()) < 1e-6
 
 
 @pytest.mark.parametrize("lam,T", [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0)])
@@ -212,17 +221,17 @@ def test_paper_loss_is_the_bce_on_every_unit_in_place_of_the_softmax_ce(lam, T):
     strat = create_strategy("icarl", {"lam": lam, "T": T})
     from edgelll.kd import frozen_copy
     x, y = torch.randn(7, 1, 2, 2), torch.tensor([3, 4, 0, 4, 2, 3, 1])
-    batch = SimpleNamespace(y=y)
+    batch = SimpleNamespace(x=x, y=y)
     first = model(x).detach().requires_grad_(True)  # no previous model: BCE on every unit
-    assert strat.replaces_loss() and strat.extra_loss(None, batch, x, first) is None
-    total = strat.task_loss(None, SimpleNamespace(y=y.clamp(max=2)), x, first)
+    assert strat.replaces_loss() and strat.extra_loss(None, batch, first) is None
+    total = strat.task_loss(None, SimpleNamespace(x=x, y=y.clamp(max=2)), first)
     want = F.binary_cross_entropy_with_logits(first, F.one_hot(y.clamp(max=2), 3).float(),
                                               reduction="sum") / 7
     torch.testing.assert_close(total, want)
-    strat.old = frozen_copy(model, (1, 2, 2))
+    strat.old = frozen_copy(model)
     model.head.grow(5)
     z = (model(x) + torch.randn(7, 5)).detach().requires_grad_(True)
-    total = strat.task_loss(None, batch, x, z)
+    total = strat.task_loss(None, batch, z)
     q = torch.sigmoid(strat.old(x) / T)
     want = (lam * F.binary_cross_entropy_with_logits(z[:, :3], q, reduction="sum")
             + F.binary_cross_entropy_with_logits(z[:, 3:], F.one_hot(y, 5)[:, 3:].float(),
@@ -249,19 +258,19 @@ def test_resume_equals_uninterrupted_run(tmp_path, kw):
     assert_resume_is_exact(_cfg(**kw), tmp_path)
     raw = torch.load(latest_checkpoint(tmp_path / "cut"), weights_only=True)
     nmc = kw["icarl"].get("nmc", True)
-    assert raw["arch"]["name"] == ("nmc" if nmc else "mlp")
+    assert raw["spec"]["head"]["kind"] == ("nearest-mean" if nmc else "single")
     if nmc:  # the class means travel with the model
-        assert raw["model"]["means"].shape == (10, 32) and raw["model"]["known"].all()
-    assert raw["strategies"]["icarl"]["old"]["arch"]["name"] == "mlp"
+        assert raw["model"]["head.sums"].shape == (10, 32) and (raw["model"]["head.counts"] > 0).all()
+    assert raw["strategies"]["icarl"]["old"]["spec"]["name"] == "mlp"
 
 
 def test_memory_is_the_exemplars_plus_the_old_model_and_within_the_plan():
     learner = Learner(_cfg(icarl={"size": 30}))
     result = learner.run()
     s = result.strategies[0]
-    held = s.buffer.tensors() + list(s.old.parameters())
+    held = s.buffer.tensors() + list(s.old.parameters()) + list(s.old.buffers())
     assert s.memory_bytes() == sum(t.nbytes for t in held) > 0
-    assert s.memory_bytes() == 30 * (64 + 4) + sum(p.nbytes for p in s.old.parameters())
+    assert s.memory_bytes() == 30 * (64 + 4) + sum(t.nbytes for t in [*s.old.parameters(), *s.old.buffers()])
     planned = learner.planned["strategy:icarl"]
     assert s.memory_bytes() <= planned == s.planned_bytes(learner.plan)
     assert result.memory["components"]["strategy:icarl"] == planned  # old model = final model

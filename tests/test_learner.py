@@ -60,7 +60,7 @@ def test_checkpoints_hold_plain_values_and_load_weights_only(tmp_path):
     path = latest_checkpoint(tmp_path / "r")
     assert path.name == "exp001.pt"
     raw = torch.load(path, weights_only=True)  # would raise on any pickled object
-    assert raw["arch"]["name"] == "mlp" and raw["next_experience"] == 2
+    assert raw["spec"]["name"] == "mlp" and raw["next_experience"] == 2
     assert raw["strategies"]["replay"]["buffer"]["x"].dtype == torch.uint8
     assert not list((tmp_path / "r").rglob("*.tmp"))
 

@@ -1,4 +1,5 @@
-"""Tests for edgelll.models: the registry, growing and multi-task heads, rebuild, per-task models."""
+"""Tests for edgelll.models: the registry, growing and multi-task heads, the spec and rebuild,
+preprocessing inside the model, columns (one model per task), and head variants."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 from edgelll.errors import ConfigError
-from edgelll.models import (EdgeModel, IncrementalClassifier, MultiHeadClassifier, create_model,
-                            list_models, model_params, rebuild)
-from edgelll.models.per_task import ModelPerTask
+from edgelll.models import (BiasHead, BlockHead, EdgeModel, IncrementalClassifier,
+                            MultiHeadClassifier, NearestMeanHead, create_model, list_models,
+                            model_params, rebuild)
 
 SHAPE = (1, 8, 8)
 
@@ -120,20 +121,21 @@ def test_multi_head_task_without_head_is_all_minus_inf():
 
 
 # ---------------------------------------------------------------------------------------------
-# arch / rebuild
+# spec / rebuild
 
 
 def _same_after_rebuild(model, tids=None):
-    arch = json.loads(json.dumps(model.arch()))  # what a checkpoint stores: plain values
+    spec = json.loads(json.dumps(model.spec()))  # what a checkpoint stores: plain values
     torch.manual_seed(123)  # other random weights: only load_state_dict can make them agree
-    twin = rebuild(arch, SHAPE)
+    twin = rebuild(spec)
     x = _x(6, seed=4)
+    tids = torch.zeros(6, dtype=torch.long) if tids is None else tids
     model.eval()
     twin.eval()
     assert not torch.equal(twin(x, tids), model(x, tids))
     twin.load_state_dict(model.state_dict())
     assert torch.equal(twin(x, tids), model(x, tids))
-    assert json.loads(json.dumps(twin.arch())) == arch
+    assert json.loads(json.dumps(twin.spec())) == spec
     return twin
 
 
@@ -151,7 +153,7 @@ def test_rebuild_multi_head():
     m.adapt(_exp(1, 0, 3))
     m.adapt(_exp(2, 0, 2))
     twin = _same_after_rebuild(m, torch.tensor([0, 1, 2, 1, 0, 2]))
-    assert twin.multi_head and twin.head.spec()["sizes"] == [2, 3, 2]
+    assert twin.routes_by_task and twin.head.spec()["sizes"] == [2, 3, 2]
 
 
 def test_rebuild_convnet():
@@ -160,6 +162,48 @@ def test_rebuild_convnet():
     m.adapt(_exp(1, 6, 3))
     twin = _same_after_rebuild(m)
     assert twin.name == "convnet" and twin.args == {"channels": (4, 8), "hidden": 12}
+
+
+def test_spec_is_plain_data_with_input_and_labels():
+    m = create_model("mlp", SHAPE, 2, hidden=(8,),
+                     input={"dtype": "uint8", "layout": "nchw", "mean": 4.5, "std": 2.0})
+    m.labels = {"scenario": "class", "tasks": [[3, 1]], "units": [3, 1]}
+    spec = m.spec()
+    assert json.loads(json.dumps(spec)) == spec
+    assert spec["input"] == {"shape": [1, 8, 8], "dtype": "uint8", "layout": "nchw", "mean": 4.5,
+                             "std": 2.0}
+    assert spec["labels"]["units"] == [3, 1] and spec["head"] == {"kind": "single", "sizes": [2]}
+    with pytest.raises(ConfigError, match="format"):
+        rebuild({**spec, "format": "something-else/9"})
+
+
+def test_the_model_normalises_raw_samples_itself():
+    torch.manual_seed(9)
+    raw = torch.randint(0, 17, (5, *SHAPE), dtype=torch.uint8)
+    m = create_model("mlp", SHAPE, 3, hidden=(8,),
+                     input={"dtype": "uint8", "layout": "nchw", "mean": 4.5, "std": 2.0})
+    by_hand = m.head(m.backbone((raw.float() - 4.5) / 2.0))
+    assert torch.allclose(m(raw), by_hand, atol=1e-6)
+    twin = rebuild(m.spec())  # the constants come back from the spec alone, not the state
+    assert torch.equal(twin.preprocess(raw), m.preprocess(raw))
+
+
+def test_predict_maps_units_to_data_set_labels():
+    torch.manual_seed(10)
+    m = create_model("mlp", SHAPE, 3, hidden=(8,))
+    m.labels = {"scenario": "class", "tasks": [[7, 2, 9]], "units": [7, 2, 9]}
+    x = _x(6)
+    units = m(x).argmax(1)
+    assert torch.equal(m.predict(x), torch.tensor([7, 2, 9])[units])
+    assert torch.equal(m.predict(x.numpy().reshape(6, 8, 8)), m.predict(x))  # channel axis added
+    t = create_model("mlp", SHAPE, 2, hidden=(8,), multi_head=True)
+    t.adapt(_exp(1, 0, 2))
+    t.labels = {"scenario": "task", "tasks": [[0, 1], [5, 8]]}
+    tids = torch.tensor([0, 1, 1, 0, 1, 0])
+    expect = torch.tensor([[0, 1], [5, 8]])[tids, t(x, tids).argmax(1)]
+    assert torch.equal(t.predict(x, tids), expect)
+    with pytest.raises(ValueError, match="task_ids"):
+        t.predict(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,59 +230,101 @@ def test_adapt_multi_head_adds_the_task_head():
 
 
 # ---------------------------------------------------------------------------------------------
-# one model per task
+# columns: one model per task
 
 
-def _per_task(route: str) -> ModelPerTask:
+def _columns(route: str) -> EdgeModel:
     torch.manual_seed(8)
-    first = create_model("mlp", SHAPE, 2, hidden=(8,))
-    pt = ModelPerTask([first], route)
-    assert pt.adapt(_exp(0, 2, 2)) is False
-    assert pt.adapt(_exp(1, 5, 3)) is True
-    return pt
+    m = create_model("mlp", SHAPE, 2, hidden=(8,))
+    m.to_columns(route, 2)
+    assert m.adapt(_exp(0, 2, 2)) is False
+    assert m.adapt(_exp(1, 5, 3)) is True
+    return m
 
 
-def test_per_task_class_route_concatenates_members():
-    pt = _per_task("class")
+def _column_net(m: EdgeModel, i: int, x: torch.Tensor) -> torch.Tensor:
+    """Column i with its own head block, run on its own: one independent model."""
+    return m.head.blocks[i](m.backbone.columns[i](m.preprocess(x)))
+
+
+def test_columns_class_route_puts_the_models_side_by_side():
+    m = _columns("class")
     x = _x(4)
-    out = pt(x)
-    a, b = pt.members
-    assert out.shape == (4, 5)
-    assert torch.equal(out, torch.cat([a(x), b(x)], dim=1))
-    # The new member has its own random weights, the same network shape.
-    assert b.arch() == {"name": "mlp", "args": {"hidden": (8,), "pool": 1}, "head": {"kind": "single", "sizes": [3]}}
-    assert not torch.equal(a.backbone[1].weight, b.backbone[1].weight)
+    assert m(x).shape == (4, 5)
+    assert torch.equal(m(x), torch.cat([_column_net(m, 0, x), _column_net(m, 1, x)], dim=1))
+    a, b = m.backbone.columns  # the new column has its own random weights, the same shape
+    assert not torch.equal(a[1].weight, b[1].weight) and a[1].weight.shape == b[1].weight.shape
+    assert m.feat_dim == 16 and m.spec()["columns"] == 2
 
 
-def test_per_task_task_route_picks_by_task_id():
-    pt = _per_task("task")
+def test_columns_task_route_picks_by_task_id():
+    m = _columns("task")
     x = _x(4)
     tids = torch.tensor([1, 0, 1, 3])
-    out = pt(x, tids)
-    a, b = pt.members
+    out = m(x, tids)
+    a, b = _column_net(m, 0, x), _column_net(m, 1, x)
     assert out.shape == (4, 3)
-    assert torch.equal(out[0], b(x)[0]) and torch.equal(out[2], b(x)[2])
-    assert torch.equal(out[1, :2], a(x)[1]) and out[1, 2] == float("-inf")
+    assert torch.equal(out[0], b[0]) and torch.equal(out[2], b[2])
+    assert torch.equal(out[1, :2], a[1]) and out[1, 2] == float("-inf")
     assert torch.equal(out[3], torch.full((3,), float("-inf")))
     with pytest.raises(ValueError):
-        pt(x)
+        m(x)
 
 
-def test_per_task_old_members_are_frozen():
-    pt = _per_task("class")
-    old, new = pt.members
-    assert all(not p.requires_grad for p in old.parameters())
-    assert all(p.requires_grad for p in new.parameters())
-    pt.adapt(_exp(2, 7, 2))
-    assert [all(not p.requires_grad for p in m.parameters()) for m in pt.members] == [True, True, False]
-    assert all(p.requires_grad for p in pt.members[2].parameters())
+def _frozen(module) -> bool:
+    return all(not p.requires_grad for p in module.parameters())
 
 
-def test_per_task_rebuild_round_trip():
-    pt = _per_task("class")
-    arch = json.loads(json.dumps(pt.arch()))
-    twin = rebuild(arch, SHAPE)
-    twin.load_state_dict(pt.state_dict())
-    x = _x(3)
-    assert torch.equal(twin(x), pt(x))
-    assert [all(not p.requires_grad for p in m.parameters()) for m in twin.members] == [True, False]
+def test_old_columns_and_blocks_are_frozen():
+    m = _columns("class")
+    cols, blocks = m.backbone.columns, m.head.blocks
+    assert [_frozen(c) for c in cols] == [True, False] and [_frozen(b) for b in blocks] == [True, False]
+    m.adapt(_exp(2, 7, 2))
+    assert [_frozen(c) for c in cols] == [True, True, False]
+    assert [_frozen(b) for b in blocks] == [True, True, False]
+
+
+def test_columns_rebuild_round_trip():
+    m = _columns("class")
+    twin = _same_after_rebuild(m)
+    assert [_frozen(c) for c in twin.backbone.columns] == [True, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# head variants
+
+
+def test_wrapped_heads_rebuild_and_find_each_other():
+    torch.manual_seed(11)
+    m = create_model("mlp", SHAPE, 2, hidden=(8,))
+    m.wrap_head(lambda h: NearestMeanHead(h, m.feat_dim, cosine=True))
+    # A bias correction goes below the nearest-mean head, which decides on its own in eval.
+    m.wrap_head(lambda h: BiasHead(h, 1))
+    assert [h.kind for h in m.head.chain()] == ["nearest-mean", "bias", "single"]
+    m.adapt(_exp(1, 4, 2))
+    assert m.head.find("nearest-mean").sums.shape == (4, 8) and m.head.n_classes == 4
+    m.head.find("nearest-mean").set_stats(torch.randn(10, 8), torch.arange(10) % 3)
+    with torch.no_grad():
+        m.head.find("bias").alpha.fill_(1.5)
+    m.train()
+    twin = _same_after_rebuild(m)
+    assert [h.kind for h in twin.head.chain()] == ["nearest-mean", "bias", "single"]
+
+
+def test_bias_head_fold_is_the_same_function():
+    torch.manual_seed(12)
+    lin = IncrementalClassifier(6, 5)
+    bias = BiasHead(lin, 2)
+    with torch.no_grad():
+        bias.alpha.fill_(0.7)
+        bias.beta.fill_(-0.3)
+    f = torch.randn(4, 6)
+    before = bias(f)
+    bias.repoint(4)
+    assert float(bias.alpha) == 1.0 and float(bias.beta) == 0.0 and bias.new_from == 4
+    assert torch.allclose(bias(f), before, atol=1e-6)
+
+
+def test_block_head_needs_a_known_route():
+    with pytest.raises(ValueError):
+        BlockHead(4, [2], "sideways")

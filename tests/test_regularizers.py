@@ -28,7 +28,7 @@ def _ctx(model, task_ids=False, seed=0):
 
 
 def _penalty(strategy, ctx) -> torch.Tensor:
-    return strategy.extra_loss(ctx, None, None, None)
+    return strategy.extra_loss(ctx, None, None)
 
 
 def _params(model):
@@ -106,7 +106,7 @@ def _descend(si, model, a, b, lr, steps, optimizer=torch.optim.SGD):
     for _ in range(steps):
         loss = 0.5 * (a * (model.theta - b) ** 2).sum()
         before, g = model.theta.detach().clone(), (a * (model.theta - b)).detach()
-        extra = si.extra_loss(ctx, None, None, None)
+        extra = si.extra_loss(ctx, None, None)
         opt.zero_grad()
         (loss if extra is None else loss + extra).backward()
         si.after_backward(ctx, None)

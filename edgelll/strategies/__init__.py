@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ConfigError, unknown_name
-from .base import Batch, Plan, Strategy
+from .base import Batch, Context, Plan, Strategy
 
 
 def _discover() -> dict[str, type[Strategy]]:
@@ -70,4 +70,4 @@ def create_strategy(name: str, params: dict) -> Strategy:
     return cls(cls.Params(**params))
 
 
-__all__ = ["STRATEGIES", "Batch", "Plan", "Strategy", "create_strategy", "strategy_params"]
+__all__ = ["STRATEGIES", "Batch", "Context", "Plan", "Strategy", "create_strategy", "strategy_params"]

@@ -146,10 +146,10 @@ class EpisodicStrategy(Strategy):
                     out: torch.Tensor | None = None) -> torch.Tensor:
         """The flat gradient of the mean loss on ``mem``, with the learner's conventions (input
         normalisation, task ids only when the scenario gives them, autocast); leaves ``.grad``."""
-        t = mem.t.long() if ctx.stream.uses_task_ids else None
+        t = mem.t.long()
         amp = ctx.cfg.amp
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if amp else nullcontext():
-            logits = ctx.model(ctx.stream.prepare(mem.x), t)
+            logits = ctx.model(mem.x, t)
             loss = F.cross_entropy(logits.float(), mem.y.long())
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         parts = [g.reshape(-1) if g is not None else p.new_zeros(p.numel())

@@ -35,7 +35,9 @@ def _part(v: torch.Tensor | None, sl: slice) -> torch.Tensor | None:
 def linear_path(model, x, y, t, loss: Loss, elem: Elem, chunk: int) -> dict[str, torch.Tensor] | None:
     """The closed form above; None when the model has parameters outside linear layers or a
     layer runs twice per sample (the identity would not hold)."""
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    # Frozen layers (old columns, a frozen backbone) have no gradient to take: not hooked.
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+               and any(p.requires_grad for p in m.parameters(recurse=False))}
     covered = {f"{n}.{k}" for n, m in linears.items() for k, _ in m.named_parameters(recurse=False)}
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     if not trainable or not trainable <= covered:

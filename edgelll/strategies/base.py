@@ -17,8 +17,20 @@ from torch import nn
 from ..batch import Batch  # noqa: F401  (re-exported for strategies)
 
 if TYPE_CHECKING:
-    from ..learner import Context
-    from ..streams import Experience
+    from ..config import LearnConfig
+    from ..streams import Experience, Stream
+
+
+@dataclass
+class Context:
+    """What strategies may read: the run's config, stream, current model, device and RNG."""
+
+    cfg: LearnConfig
+    stream: Stream
+    model: nn.Module
+    device: torch.device
+    generator: torch.Generator
+    experience: int = 0
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,18 @@ class Plan:
     """What the learner will look like at the end of the stream, for budget planning."""
 
     param_bytes: int  # all parameters of the final model
+    buffer_bytes: int  # its buffers (normalisation constants, class means)
     trainable_bytes: int  # parameters that receive gradients
     sample_bytes: int  # one stored input sample, in its storage dtype
     n_experiences: int
     batch_size: int
     train_bytes: tuple[int, ...] = ()  # each experience's training data, in storage bytes
     model: object = field(default=None, compare=False, repr=False)  # the initial model (probing)
+
+    @property
+    def model_bytes(self) -> int:
+        """A whole copy of the final model (what a strategy keeping a frozen copy stores)."""
+        return self.param_bytes + self.buffer_bytes
 
 
 class Strategy:
@@ -50,11 +68,19 @@ class Strategy:
         self.params = params if params is not None else self.Params()
 
     # -- the hooks, in the order the learner calls them ---------------------------------------
+    def setup(self, ctx: Context) -> None:
+        """Called once, before the memory budget is planned and before anything trains (also on
+        resume): refuse a run the strategy cannot serve (scenario, model, ``ctx.cfg.strategies``)
+        with a ConfigError, and record what :meth:`planned_bytes` needs. The one hook that may
+        look at the whole stream; :meth:`adapt_model` must not change the strategy's state,
+        since planning runs it on a simulated model."""
+
     def before_experience(self, ctx: Context, exp: Experience) -> None:
         """Called when an experience starts, before the model is adapted to it."""
 
     def adapt_model(self, ctx: Context, model: nn.Module, exp: Experience) -> nn.Module:
-        """Return the model to train on ``exp`` (a new or changed one rebuilds the optimizer)."""
+        """Return the model to train on ``exp``, changed in place (a head variant wrapped, a
+        column added, layers frozen) or new; a changed one rebuilds the optimizer."""
         return model
 
     def holdout(self, ctx: Context, exp: Experience, data: Batch) -> Batch:
@@ -81,15 +107,14 @@ class Strategy:
         """True when :meth:`task_loss` stands in for the learner's cross-entropy."""
         return False
 
-    def task_loss(self, ctx: Context, batch: Batch, x: torch.Tensor,
-                  logits: torch.Tensor) -> torch.Tensor:
+    def task_loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         """The loss in place of the learner's cross-entropy on the labels, for a strategy whose
         :meth:`replaces_loss` is True (at most one per run)."""
         raise NotImplementedError
 
-    def extra_loss(self, ctx: Context, batch: Batch, x: torch.Tensor,
-                   logits: torch.Tensor) -> torch.Tensor | None:
-        """An extra term added to the loss (``x`` is the normalised input)."""
+    def extra_loss(self, ctx: Context, batch: Batch, logits: torch.Tensor) -> torch.Tensor | None:
+        """An extra term added to the loss; ``batch.x`` holds the samples as stored (every model
+        normalises its own input)."""
         return None
 
     def after_backward(self, ctx: Context, batch: Batch) -> None:

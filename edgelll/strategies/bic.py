@@ -21,9 +21,9 @@ These stored samples count in the memory report. Held-out rows never reach train
 reach another strategy's ``after_experience`` either, so ``replay`` cannot store one as an
 exemplar.
 
-The bias layer is :class:`edgelll.models.bias.BiasCorrection`, installed by :meth:`adapt_model` from
-the second experience and re-pointed at each new experience's classes; only the newest pair is
-active, as in the paper. The previous pair is not thrown away: it is folded into the head rows of
+The bias layer is a head variant, :class:`edgelll.models.BiasHead`, wrapped around the head by
+:meth:`adapt_model` from the second experience and re-pointed at each new experience's classes;
+only the newest pair is active, as in the paper. The previous pair is not thrown away: it is folded into the head rows of
 the classes it corrected (an exact rewrite of the same function) and reset to (1, 0). Class
 scenario only: with task ids or a shared domain head there is no old/new class imbalance.
 """
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..batch import Batch
 from ..errors import ConfigError
-from ..models.bias import BiasCorrection
+from ..models import BiasHead
 from .base import Plan, Strategy
 
 LABEL_BYTES = 4  # int16 label + int16 task id per stored validation sample
@@ -70,26 +70,25 @@ class BiC(Strategy):
         super().__init__(params)
         self.val: Batch | None = None  # stored validation samples (storage dtype, int16 labels)
         self.pairs: list[list[float]] = []  # (alpha, beta) fitted after each experience
-        self._classes = 0  # classes at the end of the stream, seen while the learner plans
+        self._classes = 0  # classes at the end of the stream, for the plan
 
-    @staticmethod
-    def _require_class(ctx) -> None:
+    def setup(self, ctx) -> None:
         if ctx.stream.scenario != "class":
             raise ConfigError(f"bic corrects the bias of one growing head towards new classes and "
-                              f"needs --scenario class (got {ctx.stream.scenario}); drop bic")
-
-    def before_experience(self, ctx, exp) -> None:
-        self._require_class(ctx)
+                              f"needs the class scenario (got {ctx.stream.scenario}); drop bic")
+        if "independent" in ctx.cfg.strategies:
+            raise ConfigError("bic folds its correction into one growing head, and independent "
+                              "gives every task a head of its own; drop one of them")
+        self._classes = ctx.stream.experiences[-1].head_size
 
     def adapt_model(self, ctx, model, exp):
-        self._require_class(ctx)
-        self._classes = max(self._classes, exp.head_size)
         if exp.index == 0:
             return model  # every class is new: nothing to correct
-        if not isinstance(model, BiasCorrection):
-            return BiasCorrection(model, exp.label_offset)
-        if model.new_from != exp.label_offset:
-            model.repoint(exp.label_offset)
+        bias = model.head.find(BiasHead.kind)
+        if bias is None:
+            model.wrap_head(lambda head: BiasHead(head, exp.label_offset))
+        elif bias.new_from != exp.label_offset:
+            bias.repoint(exp.label_offset)
         return model
 
     def holdout(self, ctx, exp, data: Batch) -> Batch:
@@ -111,17 +110,18 @@ class BiC(Strategy):
         return Batch(data.x[keep], y[keep], data.t[keep])
 
     def after_experience(self, ctx, exp, data) -> None:
-        model = ctx.model
-        if exp.index == 0 or not isinstance(model, BiasCorrection) or self.val is None:
+        model, bias = ctx.model, ctx.model.head.find(BiasHead.kind)
+        if exp.index == 0 or bias is None or self.val is None:
             return
         y, bs = self.val.y.long(), ctx.cfg.batch_size
         with torch.no_grad():  # the frozen part: its logits do not change during stage 2
             was = model.training
             model.eval()
-            o = torch.cat([model.inner(ctx.stream.prepare(chunk), None).float()
-                           for chunk in self.val.x.split(ctx.cfg.eval_batch_size)])
+            o = torch.cat([bias.inner(model.forward_features(x), t.long()).float() for x, t in
+                           zip(self.val.x.split(ctx.cfg.eval_batch_size),
+                               self.val.t.split(ctx.cfg.eval_batch_size))])
             model.train(was)
-        pair = [model.alpha, model.beta]
+        pair = [bias.alpha, bias.beta]
         for p in pair:
             p.requires_grad_(True)
         opt = (torch.optim.Adam(pair, lr=self.params.lr) if self.params.optimizer == "adam"
@@ -130,14 +130,14 @@ class BiC(Strategy):
             perm = torch.randperm(len(y), generator=ctx.generator).to(y.device)
             for start in range(0, len(y), bs):
                 idx = perm[start:start + bs]
-                loss = F.cross_entropy(model.correct(o[idx]), y[idx])
+                loss = F.cross_entropy(bias.correct(o[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
         for p in pair:
             p.requires_grad_(False)
             p.grad = None
-        self.pairs.append([float(model.alpha), float(model.beta)])
+        self.pairs.append([float(bias.alpha), float(bias.beta)])
 
     def report(self) -> dict:
         return {"alpha_beta": self.pairs, "val_samples": len(self.val) if self.val is not None else 0}

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..kd import frozen, kd_loss, model_state, model_tensors, rebuild_from
+from ..evaluation import evaluate_all
 from ..models import create_model, model_params, rebuild
 from ..runs import checkpoint_path, load_checkpoint
 from .base import Plan, Strategy
@@ -79,9 +80,7 @@ class Distill(Strategy):
         self.teacher_acc: list[list[float]] = []
         self.student_acc: list[list[float]] = []
         self.sizes: dict = {}  # parameter counts and bytes of both, for the report
-        self.input_shape: tuple[int, ...] = ()
         self._planned = 0
-        self._checked = False
 
     # -- the teacher ------------------------------------------------------------------------------
     def _new_teacher(self, ctx) -> torch.nn.Module:
@@ -89,9 +88,9 @@ class Distill(Strategy):
         multi = ctx.stream.scenario == "task"
         args = {"hidden": tuple(p.teacher_hidden)} if isinstance(
             model_params(p.teacher_model).get("hidden"), tuple) else {}
-        return create_model(p.teacher_model, ctx.stream.input_shape,
+        return create_model(p.teacher_model, ctx.model.input_shape,
                             first.n_local_classes if multi else first.head_size,
-                            multi_head=multi, **args)
+                            multi_head=multi, input=ctx.model.preprocess.args(), **args)
 
     def _teacher_checkpoint(self, index: int, device="cpu") -> dict:
         return load_checkpoint(checkpoint_path(Path(self.params.teacher).expanduser(), index),
@@ -114,17 +113,15 @@ class Distill(Strategy):
                               f"differ); use a teacher run of the same data, stream and scenario")
         return last
 
-    def _check(self, ctx) -> None:
+    def setup(self, ctx) -> None:
         """Refuse a nonsensical student before training; size the teacher for the plan."""
-        if self._checked:
-            return
         from ..budget import final_model, optimizer_state_bytes  # budget imports the strategies
 
         student = _count(final_model(ctx.model, ctx.stream, [], ctx))
         if self.params.teacher:
             last = self._check_teacher_run(ctx)
             with torch.device("meta"):
-                teacher = _count(rebuild(last["arch"], ctx.stream.input_shape))
+                teacher = _count(rebuild(last["spec"]))
             self._planned = sum(t.nbytes for t in last["model"].values())
         else:
             with torch.device("meta"):
@@ -133,7 +130,7 @@ class Distill(Strategy):
                     sim.adapt(exp)
             params = list(sim.parameters())
             teacher = _count(sim)
-            self._planned = (sum(p.nbytes for p in params)
+            self._planned = (sum(p.nbytes for p in params) + sum(b.nbytes for b in sim.buffers())
                              + optimizer_state_bytes(params, "adam", 0.0))
         limit = self.params.student_params
         if limit is not None and student > limit:
@@ -142,19 +139,12 @@ class Distill(Strategy):
         if student > teacher:
             raise ConfigError(f"the student ({ctx.cfg.model}, {student} parameters) is larger than "
                               f"its teacher ({teacher}); choose a smaller --model or a larger teacher")
-        self._checked = True
 
     # -- hooks ------------------------------------------------------------------------------------
-    def adapt_model(self, ctx, model, exp):
-        self._check(ctx)  # first called while the learner plans its memory: before any training
-        return model
-
     def before_experience(self, ctx, exp) -> None:
-        self._check(ctx)
-        self.input_shape = tuple(ctx.stream.input_shape)
         if self.params.teacher:
             ckpt = self._teacher_checkpoint(exp.index, ctx.device)
-            self.teacher = frozen(rebuild_from(ckpt["arch"], ckpt["model"], self.input_shape))
+            self.teacher = frozen(rebuild_from(ckpt["spec"], ckpt["model"]))
             return
         with torch.random.fork_rng(devices=[]):  # the student's random numbers stay untouched
             torch.manual_seed((ctx.cfg.seed + 1) * 1_000_003 + exp.index)
@@ -165,8 +155,8 @@ class Distill(Strategy):
             self.teacher.to(ctx.device)
             self.opt = torch.optim.Adam(self.teacher.parameters(), lr=ctx.cfg.lr)
 
-    def extra_loss(self, ctx, batch, x, logits):
-        t_ids = batch.t if ctx.stream.uses_task_ids else None
+    def extra_loss(self, ctx, batch, logits):
+        x, t_ids = batch.x, batch.t
         if self.opt is not None:  # trained alongside: one step on the same batch
             self.teacher.train()
             out = self.teacher(x, t_ids)
@@ -184,8 +174,6 @@ class Distill(Strategy):
         return self.params.alpha * (kd_loss(logits, target, self.params.T) - ce)
 
     def after_experience(self, ctx, exp, data) -> None:
-        from ..learner import evaluate_all  # the learner imports the strategies
-
         self.teacher_acc.append(evaluate_all(self.teacher, ctx.stream, ctx.cfg))
         self.student_acc.append(evaluate_all(ctx.model, ctx.stream, ctx.cfg))
         self.sizes = {
@@ -217,7 +205,7 @@ class Distill(Strategy):
 
     def state_dict(self) -> dict:
         alongside = self.opt is not None
-        return {"teacher": model_state(self.teacher, self.input_shape) if alongside else None,
+        return {"teacher": model_state(self.teacher) if alongside else None,
                 "opt": self.opt.state_dict() if alongside else None,
                 "teacher_acc": self.teacher_acc, "student_acc": self.student_acc,
                 "sizes": self.sizes}
@@ -229,7 +217,6 @@ class Distill(Strategy):
         self.teacher = self.opt = None  # a loaded teacher is read again in before_experience
         if state["teacher"] is not None:
             t = state["teacher"]
-            self.input_shape = tuple(int(s) for s in t["input_shape"])
-            self.teacher = rebuild_from(t["arch"], dict(t["state"]), self.input_shape)
+            self.teacher = rebuild_from(t["spec"], dict(t["state"]))
             self.opt = torch.optim.Adam(self.teacher.parameters(), lr=1e-3)
             self.opt.load_state_dict(state["opt"])  # restores the run's lr with the moments

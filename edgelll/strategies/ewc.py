@@ -116,7 +116,7 @@ class EWC(Strategy):
         self.offset = 0.0  # makes the folded penalty equal the paper's sum of terms
         self.experiences = 0
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         if not self.omega or self.params.lam == 0:
             return None
         return 0.5 * self.params.lam * (quadratic_penalty(ctx.model, self.omega, self.anchor)
@@ -125,8 +125,7 @@ class EWC(Strategy):
     def importance(self, ctx, data: Batch) -> dict[str, torch.Tensor]:
         n = len(data) if self.params.fisher_samples == 0 else min(len(data), self.params.fisher_samples)
         idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.y.device)
-        t = data.t[idx] if ctx.stream.uses_task_ids else None
-        return empirical_fisher(ctx.model, ctx.stream.prepare(data.x[idx]), data.y[idx], t,
+        return empirical_fisher(ctx.model, data.x[idx], data.y[idx], data.t[idx],
                                 self.params.chunk)
 
     def after_experience(self, ctx, exp, data: Batch) -> None:

@@ -16,7 +16,7 @@ over all current units, the classes S_old did not know getting target probabilit
 The VAE works in [0, 1] pixel space over the range of the stored data seen (lo..hi, e.g. 0..16 for
 the embedded digits, 0..255 for MNIST); generated samples are mapped back to stored units and,
 for integer storage such as uint8, rounded: replayed samples are quantised exactly like real
-ones before ``stream.prepare``. The VAE, its Adam state and both frozen copies count in memory.
+ones the model's preprocessing then normalises. The VAE, its Adam state and both frozen copies count in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..kd import (frozen, frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen,
+from ..kd import (frozen, frozen_copy, kd_loss, model_state, model_tensors, load_model_state,
                   widen_teacher)
 from ..models.vae import VAE, make_decoder, vae_sizes
 from .base import Batch, Plan, Strategy
@@ -85,11 +85,10 @@ class GenerativeReplay(Strategy):
         n_in = math.prod(self.input_shape) if self.input_shape else plan.sample_bytes
         enc, dec, n_tensors = vae_sizes(n_in, self.params.hidden, self.params.latent)
         # float32 VAE + Adam's two moments and step per tensor + frozen decoder + frozen solver
-        return 4 * (3 * (enc + dec) + n_tensors + dec) + plan.param_bytes
+        return 4 * (3 * (enc + dec) + n_tensors + dec) + plan.model_bytes
 
-    def adapt_model(self, ctx, model, exp):
-        self.input_shape = tuple(ctx.stream.input_shape)  # also called before budget planning
-        return model
+    def setup(self, ctx) -> None:
+        self.input_shape = tuple(ctx.stream.input_shape)
 
     def training_data(self, ctx, exp, data: Batch) -> Batch:
         lo, hi = float(data.x.min()), float(data.x.max())
@@ -121,7 +120,7 @@ class GenerativeReplay(Strategy):
         x01 = torch.sigmoid(self.old_decoder(z)).view(n, *self.input_shape)
         x = self._to_stored(x01, dtype)
         t = torch.randint(0, self.past_tasks, (n,), generator=ctx.generator).to(ref.device)
-        logits = self.old_solver(ctx.stream.prepare(x), t if ctx.stream.uses_task_ids else None)
+        logits = self.old_solver.logits(x, t)
         return Batch(x, logits.argmax(1), t), logits.float()
 
     def mix_batch(self, ctx, batch: Batch) -> Batch:
@@ -135,7 +134,7 @@ class GenerativeReplay(Strategy):
     def replaces_loss(self) -> bool:
         return self.params.distill
 
-    def task_loss(self, ctx, batch, x, logits):
+    def task_loss(self, ctx, batch, logits):
         # DGR+distill: hard labels on every row but the replayed ones, which learn from the old
         # solver's soft targets instead; each row weighs the same, as in the plain mean.
         z = logits.float()
@@ -163,7 +162,7 @@ class GenerativeReplay(Strategy):
         self.replayed = None
         self.old_decoder = frozen(copy.deepcopy(self.vae.decoder))
         self.old_range = (self.lo, self.hi)
-        self.old_solver = frozen_copy(ctx.model, self.input_shape)
+        self.old_solver = frozen_copy(ctx.model)
         self.past_tasks = max(self.past_tasks, exp.task_id + 1)
 
     def tensors(self) -> list[torch.Tensor]:
@@ -180,7 +179,7 @@ class GenerativeReplay(Strategy):
                 "vae": None if self.vae is None else self.vae.state_dict(),
                 "opt": None if self.opt is None else self.opt.state_dict(),
                 "old_decoder": None if self.old_decoder is None else self.old_decoder.state_dict(),
-                "old_solver": model_state(self.old_solver, self.input_shape)}
+                "old_solver": model_state(self.old_solver)}
 
     def load_state_dict(self, state: dict) -> None:
         self.lo, self.hi, self.past_tasks = state["lo"], state["hi"], int(state["past_tasks"])
@@ -198,6 +197,4 @@ class GenerativeReplay(Strategy):
                 dec = make_decoder(self.input_shape, p.hidden, p.latent)
             dec.load_state_dict(state["old_decoder"], assign=True)
             self.old_decoder = frozen(dec)
-        old = state["old_solver"]
-        self.old_solver = None if old is None else rebuild_frozen(old["arch"], old["state"],
-                                                                  tuple(old["input_shape"]))
+        self.old_solver = load_model_state(state["old_solver"])

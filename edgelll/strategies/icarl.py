@@ -19,9 +19,10 @@ arXiv:1611.07725), for the class-incremental scenario.
 - Nearest-mean-of-exemplars classification (Algorithm 1, ``nmc=True``): after each experience
   mu_y = mean of the L2-normalised features of class y's exemplars, re-normalised (the paper
   re-normalises every average of features), and y*(x) = argmin_y || phi(x) - mu_y ||. The means
-  live in a wrapper module's buffers (so checkpoints carry them); in training mode the wrapper
-  returns the inner model's logits, in eval mode -distance, so the learner's argmax is the
-  nearest mean.
+  live in a nearest-mean head variant (``edgelll.models.NearestMeanHead``, cosine, set from the
+  exemplars rather than online) whose buffers checkpoints carry; in training mode it returns the
+  logits of the head below it, in eval mode -distance, so the learner's argmax is the nearest
+  mean.
 """
 
 from __future__ import annotations
@@ -34,65 +35,10 @@ from torch import nn
 
 from ..buffer import ExemplarBuffer
 from ..errors import BudgetError, ConfigError
-from ..kd import frozen_copy, model_state, model_tensors, rebuild_frozen
-from ..models import rebuild, register_wrapper
+from ..kd import frozen_copy, load_model_state, model_state, model_tensors
+from ..models import NearestMeanHead
 from .base import Batch, Plan, Strategy
 from .replay import DEFAULT_SIZE, embed
-
-
-class NearestMeanOfExemplars(nn.Module):
-    """Wraps a model: eval-mode logits are -|| normalise(phi(x)) - mu_y || per class y."""
-
-    name = "nmc"
-
-    def __init__(self, inner: nn.Module, n_classes: int = 0) -> None:
-        super().__init__()
-        self.inner = inner
-        ref = next(inner.parameters())
-        self.register_buffer("means", torch.zeros(n_classes, inner.feat_dim, device=ref.device))
-        self.register_buffer("known", torch.zeros(n_classes, dtype=torch.bool, device=ref.device))
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.inner.input_shape
-
-    def arch(self) -> dict:
-        return {"name": self.name, "classes": int(self.means.shape[0]), "inner": self.inner.arch()}
-
-    def adapt(self, exp) -> bool:
-        changed = self.inner.adapt(exp)
-        grow = exp.head_size - self.means.shape[0]
-        if grow > 0:  # room for the new classes' means; filled after the experience
-            self.means = torch.cat([self.means, self.means.new_zeros(grow, self.means.shape[1])])
-            self.known = torch.cat([self.known, self.known.new_zeros(grow)])
-        return changed
-
-    def set_means(self, means: torch.Tensor, known: torch.Tensor) -> None:
-        self.means[: len(means)] = means.to(self.means.dtype)
-        self.known[: len(known)] = known
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner.forward_features(x)
-
-    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training:  # learning uses the network's own logits
-            return self.inner(x, task_ids)
-        phi = F.normalize(self.inner.forward_features(x).float().flatten(1), dim=1)
-        return (-torch.cdist(phi, self.means)).masked_fill(~self.known, float("-inf"))
-
-
-@register_wrapper(NearestMeanOfExemplars.name)
-def _rebuild_nmc(arch: dict, input_shape: tuple[int, ...]) -> NearestMeanOfExemplars:
-    return NearestMeanOfExemplars(rebuild(arch["inner"], input_shape), int(arch["classes"]))
-
-
-def class_means(features: torch.Tensor, y: torch.Tensor,
-                n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-normalised means of the L2-normalised features per class 0..n-1, and which have any."""
-    phi = F.normalize(features.float().flatten(1), dim=1)
-    sums = phi.new_zeros(n, phi.shape[1]).index_add_(0, y.long(), phi)
-    counts = torch.bincount(y.long(), minlength=n)[:n]
-    return F.normalize(sums / counts.clamp_min(1).unsqueeze(1), dim=1), counts > 0
 
 
 @dataclass(frozen=True)
@@ -125,31 +71,36 @@ class ICaRL(Strategy):
         self.capacity = self.params.size or DEFAULT_SIZE
         self.buffer: ExemplarBuffer | None = None
         self.old: nn.Module | None = None  # the frozen model of the previous experience
-        self.input_shape: tuple[int, ...] = ()
 
     def extra_rows(self, batch_size: int) -> int:
         return self.params.batch_size or batch_size
 
     def planned_bytes(self, plan: Plan) -> int:
-        return self.capacity * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES) + plan.param_bytes
+        return self.capacity * (plan.sample_bytes + ExemplarBuffer.LABEL_BYTES) + plan.model_bytes
 
     def sized_by_budget(self) -> bool:
         return self.params.size is None
 
     def fit_budget(self, plan: Plan, bytes_left: int) -> None:
         per = plan.sample_bytes + ExemplarBuffer.LABEL_BYTES
-        self.capacity = (bytes_left - plan.param_bytes) // per
+        self.capacity = (bytes_left - plan.model_bytes) // per
         if self.capacity < 1:
             raise BudgetError(f"the memory budget leaves {bytes_left} B for icarl, less than its "
-                              f"previous model and one exemplar ({plan.param_bytes + per} B); "
-                              f"raise --memory")
+                              f"previous model and one exemplar ({plan.model_bytes + per} B); "
+                              f"raise the memory budget")
 
-    def adapt_model(self, ctx, model, exp):
+    def setup(self, ctx) -> None:
         if ctx.stream.scenario != "class":
             raise ConfigError(f"icarl works in the class scenario only, not "
                               f"{ctx.stream.scenario!r}; use --scenario class or another strategy")
-        if self.params.nmc and not isinstance(model, NearestMeanOfExemplars):
-            return NearestMeanOfExemplars(model)
+        for other in ("independent", "ncm"):
+            if other in ctx.cfg.strategies:
+                raise ConfigError(f"icarl classifies by class means in one shared feature space, "
+                                  f"which {other} replaces; drop one of icarl and {other}")
+
+    def adapt_model(self, ctx, model, exp):
+        if self.params.nmc and model.head.find(NearestMeanHead.kind) is None:
+            model.wrap_head(lambda head: NearestMeanHead(head, model.feat_dim, cosine=True))
         return model
 
     def before_experience(self, ctx, exp) -> None:
@@ -167,7 +118,7 @@ class ICaRL(Strategy):
         if self.old is None:
             return None
         with torch.no_grad():
-            return torch.sigmoid(self.old(x).float() / self.params.T)
+            return torch.sigmoid(self.old.logits(x).float() / self.params.T)
 
     def _distillation(self, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(z[:, : q.shape[1]], q, reduction="sum")
@@ -176,29 +127,27 @@ class ICaRL(Strategy):
     def replaces_loss(self) -> bool:
         return self.params.bce
 
-    def task_loss(self, ctx, batch, x, logits):
+    def task_loss(self, ctx, batch, logits):
         # The paper's loss: BCE against the one-hot label on the new classes' units, plus the
         # distillation on the old ones.
-        z, q = logits.float(), self._old_targets(x)
+        z, q = logits.float(), self._old_targets(batch.x)
         n_old = 0 if q is None else q.shape[1]
         onehot = F.one_hot(batch.y.long(), z.shape[1])[:, n_old:].to(z.dtype)
         loss = F.binary_cross_entropy_with_logits(z[:, n_old:], onehot, reduction="sum") / len(z)
         return loss if q is None or self.params.lam == 0 else loss + self._distillation(z, q)
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         if self.params.bce or self.old is None or self.params.lam == 0:
             return None  # with bce the distillation is part of task_loss
-        return self._distillation(logits.float(), self._old_targets(x))
+        return self._distillation(logits.float(), self._old_targets(batch.x))
 
     def after_experience(self, ctx, exp, data: Batch) -> None:
         model, buf = ctx.model, self.buffer
-        buf.herding_update(data, lambda x: embed(model, ctx.stream, x))
-        inner = model.inner if isinstance(model, NearestMeanOfExemplars) else model
-        if isinstance(model, NearestMeanOfExemplars):
-            feats = embed(model, ctx.stream, buf.x[: buf.size])
-            model.set_means(*class_means(feats, buf.y[: buf.size], model.means.shape[0]))
-        self.input_shape = tuple(ctx.stream.input_shape)
-        self.old = frozen_copy(inner, self.input_shape)
+        buf.herding_update(data, lambda x: embed(model, x))
+        nme = model.head.find(NearestMeanHead.kind)
+        if nme is not None:
+            nme.set_stats(embed(model, buf.x[: buf.size]), buf.y[: buf.size])
+        self.old = frozen_copy(model)
 
     def tensors(self) -> list[torch.Tensor]:
         return (self.buffer.tensors() if self.buffer is not None else []) + model_tensors(self.old)
@@ -206,7 +155,7 @@ class ICaRL(Strategy):
     def state_dict(self) -> dict:
         return {"capacity": self.capacity,
                 "buffer": self.buffer.state_dict() if self.buffer is not None else None,
-                "old": model_state(self.old, self.input_shape)}
+                "old": model_state(self.old)}
 
     def load_state_dict(self, state: dict) -> None:
         self.capacity = int(state["capacity"])
@@ -214,7 +163,4 @@ class ICaRL(Strategy):
             ref = state["buffer"]["x"]
             self.buffer = ExemplarBuffer(self.capacity, tuple(ref.shape[1:]), ref.dtype, ref.device)
             self.buffer.load_state_dict(state["buffer"])
-        old = state["old"]
-        if old is not None:
-            self.input_shape = tuple(old["input_shape"])
-            self.old = rebuild_frozen(old["arch"], old["state"], self.input_shape)
+        self.old = load_model_state(state["old"])

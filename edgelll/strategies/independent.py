@@ -1,13 +1,16 @@
 """Independent models: a fresh network for every task, old ones frozen.
 
 The lecture outline's "one model per task" baseline: no forgetting and no transfer, and storage
-that grows with every task (counted honestly: every member's parameters are in the report).
+that grows with every task (counted honestly: every column's parameters are in the report). The
+model's backbone becomes :class:`edgelll.models.Columns`, one column per task, and its head one
+block per column (``edgelll.models.BlockHead``) that reads only its own column's features: routed
+by task id in the task scenario, side by side (each task's classes a block of the global label
+space) in the class scenario.
 """
 
 from __future__ import annotations
 
-from edgelll.models.per_task import ModelPerTask
-
+from ..errors import ConfigError
 from .base import Strategy
 
 
@@ -15,10 +18,13 @@ class Independent(Strategy):
     name = "independent"
     description = "a separate model per task (no forgetting, no transfer, memory grows)"
 
+    def setup(self, ctx) -> None:
+        if ctx.stream.scenario == "domain":
+            raise ConfigError("independent (one model per task) needs task ids or disjoint "
+                              "classes; use the task or class scenario")
+
     def adapt_model(self, ctx, model, exp):
-        if isinstance(model, ModelPerTask):
-            return model
-        # Each member answers for its own task's classes only.
-        model.set_head({"kind": "single", "sizes": [exp.n_local_classes]})
-        route = "task" if ctx.stream.scenario == "task" else "class"
-        return ModelPerTask([model], route)
+        if model.columns is None:
+            model.to_columns("task" if ctx.stream.scenario == "task" else "class",
+                             exp.n_local_classes)
+        return model

@@ -58,11 +58,19 @@ class LatentReplay(Strategy):
 
     # -- where the latents live -----------------------------------------------------------------
     def _split(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
-        backbone = getattr(model, "backbone", None)
-        if not isinstance(backbone, torch.nn.Sequential) or self.params.layer > len(backbone):
-            raise ConfigError(f"latent replay needs a model with a sequential backbone of at least "
-                              f"{self.params.layer} modules (mlp, convnet); lower latent.layer")
+        backbone = model.backbone
         return backbone[: self.params.layer], backbone[self.params.layer:]
+
+    def setup(self, ctx) -> None:
+        if "independent" in ctx.cfg.strategies:
+            raise ConfigError("latent replay stores activations of one shared backbone, and "
+                              "independent gives every task a backbone of its own; drop one")
+        backbone = ctx.model.backbone
+        if not isinstance(backbone, torch.nn.Sequential) or self.params.layer > len(backbone):
+            n = len(backbone) if isinstance(backbone, torch.nn.Sequential) else 0
+            raise ConfigError(f"latent.layer={self.params.layer}, but model {ctx.cfg.model!r} has "
+                              f"a sequential backbone of {n} modules; lower latent.layer")
+        self.shape = self._latent_shape(ctx.model, ctx.model.input_shape)
 
     def _latent_shape(self, model, sample_shape) -> tuple[int, ...]:
         below, _ = self._split(model)
@@ -75,19 +83,13 @@ class LatentReplay(Strategy):
         return row_bytes(math.prod(self.shape), self.params.bits) + ExemplarBuffer.LABEL_BYTES
 
     # -- budget ---------------------------------------------------------------------------------
-    def _plan_shape(self, plan: Plan) -> None:
-        if not self.shape and plan.model is not None:
-            self.shape = self._latent_shape(plan.model, plan.model.input_shape)
-
     def sized_by_budget(self) -> bool:
         return self.params.size is None
 
     def planned_bytes(self, plan: Plan) -> int:
-        self._plan_shape(plan)
         return self.capacity * self._row()
 
     def fit_budget(self, plan: Plan, bytes_left: int) -> None:
-        self._plan_shape(plan)
         self.capacity = bytes_left // self._row()
         if self.capacity < 1:
             raise BudgetError(f"the memory budget leaves {bytes_left} B for latent replay, less than "
@@ -98,8 +100,6 @@ class LatentReplay(Strategy):
 
     # -- hooks ----------------------------------------------------------------------------------
     def before_experience(self, ctx, exp) -> None:
-        if not self.shape:
-            self.shape = self._latent_shape(ctx.model, ctx.stream.input_shape)
         if self.buffer is None:
             width = row_bytes(math.prod(self.shape), self.params.bits)
             self.buffer = ExemplarBuffer(self.capacity, (width,), torch.uint8, ctx.device)
@@ -109,14 +109,14 @@ class LatentReplay(Strategy):
             self._split(model)[0].requires_grad_(False)
         return model
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         buf = self.buffer
         if buf is None or buf.size == 0 or self.params.weight == 0:
             return None
         rows = buf.sample(self.params.batch_size or len(batch), ctx.generator)
         h = dequantize(rows.x, self.shape, self.params.bits)
         _, above = self._split(ctx.model)
-        out = ctx.model.forward_head(above(h), rows.t if ctx.stream.uses_task_ids else None)
+        out = ctx.model.forward_head(above(h), rows.t)
         return self.params.weight * F.cross_entropy(out.float(), rows.y)
 
     @torch.no_grad()
@@ -125,7 +125,7 @@ class LatentReplay(Strategy):
         order = torch.randperm(len(data), generator=ctx.generator).to(data.y.device)
         codes = []
         for chunk in order.split(4096):  # bounded temporary floats
-            codes.append(quantize(below(ctx.stream.prepare(data.x[chunk])), self.params.bits))
+            codes.append(quantize(below(ctx.model.preprocess(data.x[chunk])), self.params.bits))
         self.buffer.reservoir_update(Batch(torch.cat(codes), data.y[order], data.t[order]),
                                      ctx.generator)
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..kd import (frozen_copy, kd_loss, model_state, model_tensors, rebuild_frozen,
+from ..kd import (frozen_copy, kd_loss, model_state, model_tensors, load_model_state,
                   widen_teacher)
 from ..models import MultiHeadClassifier
 from .base import Plan, Strategy
@@ -57,13 +57,19 @@ class LwFParams:
             raise ConfigError(f"lwf.T must be > 0, got {self.T}; e.g. --set lwf.T=2")
 
 
+def _shared_heads(model: nn.Module) -> MultiHeadClassifier | None:
+    """The per-task heads over one shared backbone, if the model has them at the top."""
+    head = model.head
+    return head if head.kind == MultiHeadClassifier.kind else None
+
+
 def task_head_logits(model: nn.Module, x: torch.Tensor, n_tasks: int) -> list[torch.Tensor]:
-    """Every input through each of the first ``n_tasks`` heads of a multi-head model."""
-    head = getattr(model, "head", None)
-    if isinstance(head, MultiHeadClassifier) and hasattr(model, "forward_features"):
+    """Every input through each of the first ``n_tasks`` heads of a model routed by task."""
+    heads = _shared_heads(model)
+    if heads is not None:
         feats = model.forward_features(x)  # one backbone pass shared by every head
-        return [head.heads[j](feats) for j in range(n_tasks)]
-    n = x.shape[0]  # any other model routed by task id: one forward per old task
+        return [heads.heads[j](feats) for j in range(n_tasks)]
+    n = x.shape[0]  # columns or a wrapped head: one forward per old task
     return [model(x, torch.full((n,), j, dtype=torch.long, device=x.device)) for j in range(n_tasks)]
 
 
@@ -76,20 +82,19 @@ class LwF(Strategy):
         super().__init__(params)
         self.old: nn.Module | None = None  # frozen model as it was after the last experience
         self.old_tasks = 0  # task ids the old model has heads for (task scenario)
-        self.input_shape: tuple[int, ...] = ()
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         if self.old is None or self.params.alpha == 0:
             return None
-        T = self.params.T
-        if ctx.stream.scenario == "task":
+        T, x = self.params.T, batch.x
+        if ctx.model.routes_by_task:
             with torch.no_grad():
                 targets = task_head_logits(self.old, x, self.old_tasks)
             outputs = task_head_logits(ctx.model, x, self.old_tasks)
             kd = sum(kd_loss(s, t, T) for s, t in zip(outputs, targets))
         else:
             with torch.no_grad():
-                target = self.old(x, None)
+                target = self.old(x, batch.t)
             if self.params.pad:
                 kd = kd_loss(logits, widen_teacher(target, logits.shape[1]), T)
             else:
@@ -105,30 +110,23 @@ class LwF(Strategy):
         # less; in the task scenario a model without a shared backbone runs once per old task).
         if self.old is None or self.params.alpha == 0:
             return 0
-        head = getattr(self.old, "head", None)
-        shared = isinstance(head, MultiHeadClassifier) and hasattr(self.old, "forward_features")
-        passes = self.old_tasks if ctx.stream.scenario == "task" and not shared else 1
+        shared = _shared_heads(self.old) is not None
+        passes = self.old_tasks if self.old.routes_by_task and not shared else 1
         return passes * forward_flops * len(batch)
 
     def after_experience(self, ctx, exp, data) -> None:
-        self.input_shape = tuple(ctx.stream.input_shape)
-        self.old = frozen_copy(ctx.model, self.input_shape)
+        self.old = frozen_copy(ctx.model)
         self.old_tasks = max(self.old_tasks, exp.task_id + 1)
 
     def tensors(self) -> list[torch.Tensor]:
         return model_tensors(self.old)
 
     def planned_bytes(self, plan: Plan) -> int:
-        return plan.param_bytes  # one copy, never larger than the final model
+        return plan.model_bytes  # one copy, never larger than the final model
 
     def state_dict(self) -> dict:
-        return {"old": model_state(self.old, self.input_shape), "old_tasks": self.old_tasks}
+        return {"old": model_state(self.old), "old_tasks": self.old_tasks}
 
     def load_state_dict(self, state: dict) -> None:
         self.old_tasks = int(state["old_tasks"])
-        old = state["old"]
-        if old is None:
-            self.old = None
-            return
-        self.input_shape = tuple(int(s) for s in old["input_shape"])
-        self.old = rebuild_frozen(old["arch"], dict(old["state"]), self.input_shape)
+        self.old = load_model_state(state["old"])

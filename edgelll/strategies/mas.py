@@ -76,7 +76,7 @@ class MAS(EWC):
     # The folded-quadratic state (omega, anchor, offset), after_experience, the byte plan and
     # checkpoints are EWC's; MAS differs only in its importance and the penalty's scale.
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         if not self.omega or self.params.lam == 0:
             return None
         return self.params.lam * (quadratic_penalty(ctx.model, self.omega, self.anchor)
@@ -86,5 +86,4 @@ class MAS(EWC):
         """Omega_k on the experience's inputs; the labels are never read."""
         n = len(data) if self.params.samples == 0 else min(len(data), self.params.samples)
         idx = torch.randperm(len(data), generator=ctx.generator)[:n].to(data.x.device)
-        t = data.t[idx] if ctx.stream.uses_task_ids else None
-        return mas_importance(ctx.model, ctx.stream.prepare(data.x[idx]), t, self.params.chunk)
+        return mas_importance(ctx.model, data.x[idx], data.t[idx], self.params.chunk)

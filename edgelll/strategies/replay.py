@@ -25,15 +25,12 @@ POLICIES = ("reservoir", "balanced", "herding")
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, stream, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Features ``model.forward_features(stream.prepare(x))`` of stored samples, in eval mode."""
-    if not hasattr(model, "forward_features"):
-        raise ConfigError(f"herding needs a model with forward_features; {type(model).__name__} "
-                          f"has none (use another model, or replay.policy=balanced)")
+def embed(model: torch.nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Features ``model.forward_features(x)`` of stored samples, in eval mode."""
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.forward_features(stream.prepare(x[i:i + chunk])).float().flatten(1)
+        return torch.cat([model.forward_features(x[i:i + chunk]).float().flatten(1)
                           for i in range(0, x.shape[0], chunk)])
     finally:
         model.train(was_training)
@@ -106,7 +103,7 @@ class Replay(Strategy):
     def after_experience(self, ctx, exp, data: Batch) -> None:
         buf = self._ensure(ctx)
         if self.params.policy == "herding":  # deterministic: no stream order needed
-            buf.herding_update(data, lambda x: embed(ctx.model, ctx.stream, x))
+            buf.herding_update(data, lambda x: embed(ctx.model, x))
             return
         # The order the stream presented the samples in: a random permutation of the experience.
         order = torch.randperm(len(data), generator=ctx.generator).to(data.y.device)

@@ -66,7 +66,7 @@ class SI(Strategy):
     def _penalised(self) -> bool:
         return bool(self.big_omega) and self.params.c > 0
 
-    def extra_loss(self, ctx, batch, x, logits):
+    def extra_loss(self, ctx, batch, logits):
         if not self._penalised():
             return None
         return self.params.c * quadratic_penalty(ctx.model, self.big_omega, self.anchor)
