@@ -216,6 +216,9 @@ class Learner:
         try:
             self.model = rebuild(ckpt["spec"]).to(self.device)
             self.model.load_state_dict(ckpt["model"])
+            params = dict(self.model.named_parameters())
+            for name in ckpt["frozen"]:  # trainability is the run's state, not the model's spec
+                params[name].requires_grad_(False)
             self.optimizer = make_optimizer(self.cfg, self.model)
             if self.optimizer is not None:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -388,6 +391,7 @@ class Learner:
         save_checkpoint(checkpoint_path(self.run_dir, index), {
             "config": self.cfg.to_dict(), "spec": self.model.spec(),
             "model": self.model.state_dict(),
+            "frozen": [k for k, p in self.model.named_parameters() if not p.requires_grad],
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "strategies": {s.name: s.state_dict() for s in self.strategies}, "rng": rng,
             "acc": self.acc, "random_acc": self.random_acc, "stats": self.stats,
