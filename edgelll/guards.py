@@ -10,6 +10,7 @@ through it costs nothing and turns each of these into one line that names the se
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -58,7 +59,8 @@ def check_model(cfg: LearnConfig, input_shape: tuple[int, ...], n_classes: int,
 
     input_shape = tuple(int(d) for d in input_shape)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "zero-element tensors": refused below instead
             model = create_model(cfg.model, input_shape, n_classes, multi_head=multi_head,
                                  **cfg.model_args)
             t = torch.zeros(1, dtype=torch.long) if multi_head else None

@@ -356,8 +356,9 @@ def test_resume_complete_run_finishes_its_outputs(naive_run, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("extra", [["--epochs", "2"], ["-s", "ewc"], ["--set", "lr=0.1"],
-                                   ["--out", "elsewhere"], ["--memory", "4MiB"]],
-                         ids=["epochs", "strategy", "set", "out", "memory"])
+                                   ["--out", "elsewhere"], ["--memory", "4MiB"],
+                                   ["--device", "cpu"]],
+                         ids=["epochs", "strategy", "set", "out", "memory", "device"])
 def test_resume_with_other_options_refused(naive_run, tmp_path, monkeypatch, extra):
     monkeypatch.chdir(tmp_path)
     run = copy_run(naive_run, tmp_path / "r")
