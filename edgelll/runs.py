@@ -146,8 +146,8 @@ def check_new_run_dir(path: Path) -> None:
     if not path.exists():
         return
     if not path.is_dir():
-        raise ConfigError(f"output directory {path} exists and is not a folder; choose another "
-                          f"--out")
+        raise ConfigError(f"output directory {path} already exists and is not a folder; choose "
+                          f"another --out")
     if (path / "config.json").exists():
         raise ConfigError(f"output directory {path} already exists; pass --resume {path} to "
                           f"continue it, or choose another --out")

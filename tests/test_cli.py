@@ -465,7 +465,7 @@ BAD = [
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     pytest.param(["--config", "missing.toml"], ["missing.toml"], id="config-missing"),
     pytest.param(["--config", "bad.toml"], ["bad.toml"], id="config-unparsable"),
-    pytest.param(["--out", "existing"], ["existing", "already exists", "--resume"],
+    pytest.param(["--out", "existing"], ["existing", "already exists", "choose another --out"],
                  id="out-exists-non-empty"),
     pytest.param(["--out", "a-file"], ["a-file", "already exists"], id="out-is-a-file"),
     pytest.param(["--out", "a-file/sub"], ["a-file/sub"], id="out-under-a-file"),

@@ -85,7 +85,7 @@ def test_unwritable_output_is_one_line(tmp_path):
     blocker.write_text("x")  # a file where a folder is needed: refused even for root
     with pytest.raises(OutputError, match="file"):
         atomic_write(blocker / "config.json", lambda fh: fh.write(b"{}"))
-    with pytest.raises(ConfigError, match="exists and is not a folder"):
+    with pytest.raises(ConfigError, match="already exists and is not a folder"):
         learn(_cfg(), run_dir=blocker)
 
 
