@@ -289,8 +289,10 @@ def check(cfg: LearnConfig) -> None:
         if getattr(cfg, opt) is not None:
             positive[opt] = getattr(cfg, opt)
     for name, value in positive.items():
-        if not 1 <= value <= MAX_COUNT:
-            raise ConfigError(f"{name} must be from 1 to {MAX_COUNT}, got {value}")
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+        if value > MAX_COUNT:
+            raise ConfigError(f"{name} must be at most {MAX_COUNT}, got {value:.3g}")
     cores = os.cpu_count() or 1
     if cfg.threads is not None and cfg.threads > cores:
         raise ConfigError(f"threads must be at most {cores}, the CPU cores of this machine, got "

@@ -554,10 +554,11 @@ def test_out_of_memory_is_one_line(failing_learn, exc):
     assert_one_line_error(learn("-s", "naive", "--out", "out"), "out of memory")
 
 
-def test_other_runtime_errors_are_not_hidden(failing_learn):
+def test_other_runtime_errors_are_one_line_and_shown_under_debug(failing_learn):
     failing_learn(RuntimeError("a genuine bug"))
-    r = learn("-s", "naive", "--out", "out")
-    assert r.exit_code == 1
+    line = assert_one_line_error(learn("-s", "naive", "--out", "out"))
+    assert "unexpected RuntimeError: a genuine bug" in line and "--debug" in line
+    r = learn("-s", "naive", "--out", "out", "--debug")
     assert isinstance(r.exception, RuntimeError) and "a genuine bug" in str(r.exception)
 
 
@@ -565,7 +566,7 @@ def test_keyboard_interrupt_exits_130(failing_learn):
     failing_learn(KeyboardInterrupt())
     r = learn("-s", "naive", "--out", "out")
     assert r.exit_code == 130
-    assert "--resume" in r.stderr
+    assert "before the run began" in r.stderr and "RUN_DIR" not in r.stderr  # nothing to resume
     assert "Traceback" not in r.output
 
 
