@@ -10,9 +10,9 @@ from rich.console import Console
 
 from edgelll.config import load_config_file, parse_sets, resolve
 from edgelll.errors import ConfigError
-from edgelll.runs import check_new_run_dir, unique_run_dir
+from edgelll.runs import check_new_run_dir, is_skeleton, unique_run_dir
 
-from .common import handle_errors
+from .common import RUN, handle_errors
 
 Opt = typer.Option
 
@@ -22,9 +22,30 @@ def _run_name(cfg) -> str:
     return f"{'+'.join(cfg.strategies)}-{data}-{cfg.stream}-{cfg.scenario}"
 
 
+def _resume_config(resume: Path, given: dict, other: bool):
+    """The config to continue ``resume`` with: its own config.json, and ``--threads`` when given
+    (it changes speed, not what is learned; --quiet and --debug change only the output)."""
+    if other or set(given) - {"threads"}:
+        raise ConfigError("--resume continues a run with its own config.json; drop the other "
+                          "options except --threads, --quiet and --debug (or start a new run "
+                          "without --resume)")
+    if not (resume / "config.json").is_file():
+        if resume.is_dir() and (resume / ".lock").exists() and is_skeleton(resume):
+            raise ConfigError(f"{resume} has no config.json: it was stopped before its run "
+                              f"began; start it again with --out {resume}")
+        raise ConfigError(f"{resume} is not an edgelll run directory (no config.json)")
+    try:
+        return resolve(load_config_file(resume / "config.json"), given)
+    except ConfigError as exc:
+        if str(exc).startswith("threads") and "threads" not in given:
+            raise ConfigError(f"{exc}; resume with --threads N to use fewer") from None
+        raise
+
+
 @handle_errors
 def learn_command(
     data: Annotated[Optional[str], Opt(help="digits (embedded), mnist=PATH, fashion-mnist=PATH, or a .npz file / IDX folder")] = None,
+    layout: Annotated[Optional[str], Opt(help="4-D images: auto (detect) | nchw | nhwc (channels last)")] = None,
     stream: Annotated[Optional[str], Opt(help="split | permuted | rotated")] = None,
     scenario: Annotated[Optional[str], Opt(help="class | task | domain (van de Ven & Tolias 2019)")] = None,
     tasks: Annotated[Optional[int], Opt(help="number of experiences in the stream")] = None,
@@ -56,7 +77,7 @@ def learn_command(
     from edgelll.learner import learn
     from edgelll.report import Reporter
 
-    given = {"data": data, "stream": stream, "scenario": scenario, "tasks": tasks,
+    given = {"data": data, "layout": layout, "stream": stream, "scenario": scenario, "tasks": tasks,
              "class_order": class_order, "model": model, "strategies": strategy, "memory": memory,
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -64,12 +85,7 @@ def learn_command(
              "device": device, "amp": amp, "threads": threads, "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
-        if given or config or set_ or out:
-            raise ConfigError("--resume continues a run with its own config.json; drop the other "
-                              "options (or start a new run without --resume)")
-        if not (resume / "config.json").is_file():
-            raise ConfigError(f"{resume} is not an edgelll run directory (no config.json)")
-        cfg = resolve(load_config_file(resume / "config.json"))
+        cfg = _resume_config(resume, given, bool(config or set_ or out))
         run_dir = resume
     else:
         layers = [load_config_file(config)] if config else []
@@ -77,4 +93,5 @@ def learn_command(
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
     console = None if quiet else Console(stderr=False)
+    RUN["dir"] = run_dir
     learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=Reporter(console))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ SCENARIOS = ("class", "task", "domain")
 OPTIMIZERS = ("adam", "sgd")
 OPTIMIZER_STATES = ("auto", "keep", "reset")
 DEVICES = ("auto", "cpu", "cuda")
+LAYOUTS = ("auto", "nchw", "nhwc")
+# Counts (tasks, epochs, batch sizes, steps) above this are refused: torch and numpy take 32-bit
+# sizes in places, and no edge run needs more.
+MAX_COUNT = 2**31 - 1
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10, "m": 2**20, "g": 2**30,
           "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -58,6 +63,7 @@ class LearnConfig:
     """Everything a learning run needs; library functions take this, never CLI types."""
 
     data: str = "digits"
+    layout: str = "auto"  # 4-D images: nchw | nhwc (channels last, numpy's usual) | auto (detect)
     stream: str = "split"
     scenario: str = "class"
     tasks: int = 5
@@ -131,6 +137,19 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"{name} must be like {default!r}, got {value!r}") from None
 
 
+def check_number(name: str, value: Any) -> None:
+    """Refuse a non-finite float or a whole number beyond :data:`MAX_COUNT` (also inside a tuple,
+    e.g. widths) in a model or strategy parameter, before it reaches an allocation or a cast."""
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number, got {v}")
+        if isinstance(v, int) and abs(v) > MAX_COUNT:
+            shown = v if abs(v) < 10**15 else f"{float(v):.3g}"
+            raise ConfigError(f"{name} must be at most {MAX_COUNT} in size, got {shown}")
+
+
 def _parse_literal(text: str) -> Any:
     text = text.strip()
     if "," in text:
@@ -174,6 +193,8 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
 
 def load_config_file(path: str | Path) -> dict:
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would never end
+        raise ConfigError(f"config file {path} is not a regular file; pass a .toml or .json file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass a .toml or .json file")
     try:
@@ -241,6 +262,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         if key not in defaults:
             raise ConfigError(unknown_name(f"parameter of model {cfg_model!r}", key, defaults))
     values["model_args"] = {k: _coerce(f"model.{k}", v, defaults[k]) for k, v in model_args.items()}
+    for k, v in values["model_args"].items():
+        check_number(f"model.{k}", v)
     names = values.get("strategies", base.strategies)
     for name in names:
         if name not in STRATEGIES:
@@ -259,7 +282,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
 def check(cfg: LearnConfig) -> None:
     """Refuse a config that cannot run, with one line saying what to change."""
     for name, allowed in (("stream", STREAMS), ("scenario", SCENARIOS), ("optimizer", OPTIMIZERS),
-                          ("optimizer_state", OPTIMIZER_STATES), ("device", DEVICES)):
+                          ("optimizer_state", OPTIMIZER_STATES), ("device", DEVICES),
+                          ("layout", LAYOUTS)):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(unknown_name(name, getattr(cfg, name), allowed))
     positive = {"tasks": cfg.tasks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
@@ -270,12 +294,20 @@ def check(cfg: LearnConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
-    if cfg.freeze_backbone_after is not None and cfg.freeze_backbone_after < 0:
+        if value > MAX_COUNT:
+            raise ConfigError(f"{name} must be at most {MAX_COUNT}, got {value:.3g}")
+    cores = os.cpu_count() or 1
+    if cfg.threads is not None and cfg.threads > cores:
+        raise ConfigError(f"threads must be at most {cores}, the CPU cores of this machine, got "
+                          f"{cfg.threads}")
+    if not 0 <= cfg.seed < 2**64:  # what torch's and numpy's generators take
+        raise ConfigError(f"seed must be from 0 to 2**64-1, got {cfg.seed}")
+    if cfg.freeze_backbone_after is not None and not 0 <= cfg.freeze_backbone_after <= MAX_COUNT:
         raise ConfigError(f"freeze_backbone_after must be 0 or more experiences, got "
                           f"{cfg.freeze_backbone_after}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
-    if cfg.momentum < 0 or cfg.momentum >= 1:
+    if not 0 <= cfg.momentum < 1:
         raise ConfigError(f"momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.compute_flops is not None and not (0 < cfg.compute_flops < math.inf):
         raise ConfigError(f"compute_flops must be positive, got {cfg.compute_flops}")

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import importlib.resources
+import math
 import os
+import stat
 import struct
 import zipfile
 import zlib
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgelll.errors import ConfigError, DataError, unknown_name
+from edgelll.layout import to_nchw
 
 __all__ = [
     "DATASETS",
@@ -149,8 +152,9 @@ def _to_float32(x: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
-def _check_x(value: Any, what: str) -> np.ndarray:
-    """Shape ``(N, C, H, W)`` or ``(N, D)``, dtype uint8 or float32, all values finite."""
+def _check_x(value: Any, what: str, layout: str = "auto") -> np.ndarray:
+    """Shape ``(N, C, H, W)`` (from ``layout``) or ``(N, D)``, dtype uint8 or float32, all values
+    finite."""
     x = _as_array(value, what)
     if x.dtype.kind not in "iuf":
         raise DataError(
@@ -166,6 +170,8 @@ def _check_x(value: Any, what: str) -> np.ndarray:
         raise DataError(f"{what} is empty (shape {x.shape}); every split needs samples")
     if x.ndim == 3:
         x = x[:, None]  # a view: grey images get their single channel axis
+    elif x.ndim == 4:
+        x = to_nchw(x, layout, what)
     if x.dtype == np.uint8:
         return x
     if x.dtype.kind in "iu":
@@ -204,6 +210,19 @@ def _check_y(value: Any, what: str) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _check_label_range(ytr: np.ndarray, yte: np.ndarray) -> None:
+    """Labels index tables of ``max label + 1`` entries; refuse a label so large that the table
+    would dwarf the data (a stray 2**40 asks for terabytes) before anything is sized by it."""
+    bound = max(2**16, len(ytr))
+    top = int(max(ytr.max(), yte.max()))
+    if top >= bound:
+        raise DataError(
+            f"the largest label is {top}, but labels must be class ids below {bound} "
+            f"(2**16 or the number of training samples); map them to 0..K-1, e.g. with "
+            "numpy.unique(y, return_inverse=True)"
+        )
+
+
 def _check_pair(x: np.ndarray, y: np.ndarray, split: str) -> None:
     if len(x) != len(y):
         raise DataError(
@@ -219,15 +238,18 @@ def from_arrays(
     y_test: Any,
     name: str = "arrays",
     source: str = "arrays",
+    layout: str = "auto",
 ) -> Dataset:
     """Validate and normalise four arrays (numpy or torch) into a :class:`Dataset`.
 
-    Images ``(N, H, W)`` become ``(N, 1, H, W)``; ``uint8`` inputs are kept without copying,
+    Images ``(N, H, W)`` become ``(N, 1, H, W)``; 4-D images are read as ``layout``: ``nchw``,
+    ``nhwc`` (stored transposed to channels first) or ``auto`` (see :mod:`edgelll.layout`); ``uint8`` inputs are kept without copying,
     other integers become ``uint8`` when they fit and ``float32`` otherwise, floats become
     ``float32``; labels become ``int64``. Raises :class:`DataError` on anything inconsistent.
     """
-    xtr, xte = _check_x(x_train, "x_train"), _check_x(x_test, "x_test")
+    xtr, xte = _check_x(x_train, "x_train", layout), _check_x(x_test, "x_test", layout)
     ytr, yte = _check_y(y_train, "y_train"), _check_y(y_test, "y_test")
+    _check_label_range(ytr, yte)
     _check_pair(xtr, ytr, "train")
     _check_pair(xte, yte, "test")
     if xtr.shape[1:] != xte.shape[1:]:
@@ -255,10 +277,11 @@ def from_arrays(
                    source=str(source))
 
 
-def _from_file_arrays(path: Path, arrays: dict[str, np.ndarray], name: str | None) -> Dataset:
+def _from_file_arrays(path: Path, arrays: dict[str, np.ndarray], name: str | None,
+                      layout: str = "auto") -> Dataset:
     """:func:`from_arrays` with the file's path put in front of any complaint."""
     try:
-        return from_arrays(**arrays, name=name or path.stem, source=str(path))
+        return from_arrays(**arrays, name=name or path.stem, source=str(path), layout=layout)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
 
@@ -281,7 +304,21 @@ def _existing(path: str | os.PathLike[str], want: str) -> Path:
         raise DataError(
             f"{p} is a file, not a folder of IDX files; use load_npz (or load_dataset) for an .npz"
         )
+    _regular(p)
     return p
+
+
+def _regular(p: Path) -> None:
+    """Refuse a FIFO, socket or device: reading one can wait forever for bytes that never come."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"cannot read {p} ({_one_line(exc)}); check the path") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(
+            f"{p} is not a regular file or folder (a pipe, socket or device); pass an .npz file "
+            "or a folder of IDX files"
+        )
 
 
 def _read_npz(p: Path) -> dict[str, np.ndarray]:
@@ -325,8 +362,10 @@ def _npz_member(npz: Any, p: Path, key: str) -> np.ndarray:
         raise DataError(f"array {key} in {p} {msg}") from None
 
 
-def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
-    """Load an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (no pickled data)."""
+def load_npz(path: str | os.PathLike[str], name: str | None = None,
+             layout: str = "auto") -> Dataset:
+    """Load an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (no pickled data); 4-D
+    images are read as ``layout`` (``auto``, ``nchw`` or ``nhwc``)."""
     p = _existing(path, "file")
     try:
         arrays = _read_npz(p)
@@ -335,7 +374,7 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
     except Exception as exc:  # noqa: BLE001 - last guard: a damaged archive fails in many ways
         msg = f"{p} is not a readable .npz archive ({_one_line(exc)}); re-create it"
         raise DataError(msg) from None
-    return _from_file_arrays(p, arrays, name)
+    return _from_file_arrays(p, arrays, name, layout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +422,7 @@ def _parse_idx(data: bytearray, p: Path, ndims: tuple[int, ...]) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{p} is truncated inside its IDX header; download it again")
     dims = struct.unpack(f">{ndim}I", bytes(data[4:header]))
-    expected, actual = int(np.prod(dims, dtype=np.int64)), len(data) - header
+    expected, actual = math.prod(dims), len(data) - header  # Python ints: never overflow
     if actual < expected:
         raise DataError(
             f"{p} is truncated: header promises {expected} data bytes for shape {dims}, "
@@ -397,7 +436,8 @@ def _parse_idx(data: bytearray, p: Path, ndims: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims)
 
 
-def load_idx_dir(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
+def load_idx_dir(path: str | os.PathLike[str], name: str | None = None,
+                 layout: str = "auto") -> Dataset:
     """Load a folder of MNIST-style IDX files (raw or ``.gz``): train-/t10k- images and labels."""
     folder = _existing(path, "folder")
     found = {part: _find_idx(folder, *part) for part in _IDX_PARTS}
@@ -421,7 +461,7 @@ def load_idx_dir(path: str | os.PathLike[str], name: str | None = None) -> Datas
                 f"{folder}: {prefix}-images holds {n_x} images but {prefix}-labels holds {n_y} "
                 "labels; the files do not belong together"
             )
-    return _from_file_arrays(folder, arrays, name or folder.name)
+    return _from_file_arrays(folder, arrays, name or folder.name, layout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,11 +477,11 @@ def _load_embedded_digits() -> Dataset:
     return dataclasses.replace(data, source="embedded:digits")
 
 
-def _load_path(path: str | os.PathLike[str], name: str | None) -> Dataset:
+def _load_path(path: str | os.PathLike[str], name: str | None, layout: str = "auto") -> Dataset:
     p = Path(path).expanduser()
     if p.is_dir():
-        return load_idx_dir(p, name)
-    return load_npz(p, name)  # also reports a missing path
+        return load_idx_dir(p, name, layout)
+    return load_npz(p, name, layout)  # also reports a missing path
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -451,10 +491,11 @@ def _looks_like_path(spec: str) -> bool:
     )
 
 
-def load_dataset(spec: str) -> Dataset:
+def load_dataset(spec: str, layout: str = "auto") -> Dataset:
     """Load a dataset from a spec: ``digits``, ``mnist=PATH``, ``fashion-mnist=PATH`` or a path.
 
-    A path is read as an ``.npz`` file, or as a folder of IDX files when it is a folder.
+    A path is read as an ``.npz`` file, or as a folder of IDX files when it is a folder; 4-D
+    images as ``layout`` (``auto``, ``nchw`` or ``nhwc``).
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise ConfigError(f"dataset spec must be a string, got {type(spec).__name__}")
@@ -472,18 +513,18 @@ def load_dataset(spec: str) -> Dataset:
             "pointing at a local .npz file or IDX folder"
         )
     if Path(spec).expanduser().exists():
-        return _load_path(spec, None)
+        return _load_path(spec, None, layout)
     if "=" in spec:
-        return _load_named(spec)
+        return _load_named(spec, layout)
     if _looks_like_path(spec):
-        return _load_path(spec, None)  # raises a DataError naming the missing path
+        return _load_path(spec, None, layout)  # raises a DataError naming the missing path
     raise ConfigError(
         f"{unknown_name('dataset', spec, DATASETS)}; a path to an .npz file or IDX folder, "
         "or NAME=PATH, also works"
     )
 
 
-def _load_named(spec: str) -> Dataset:
+def _load_named(spec: str, layout: str = "auto") -> Dataset:
     raw_name, _, path = spec.partition("=")
     name, path = raw_name.strip().lower().replace("_", "-"), path.strip()
     if name == "digits":
@@ -495,4 +536,4 @@ def _load_named(spec: str) -> Dataset:
         )
     if not path:
         raise ConfigError(f"{spec!r} has no path after '='; pass {name}=PATH")
-    return _load_path(path, name)
+    return _load_path(path, name, layout)

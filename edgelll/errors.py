@@ -30,6 +30,15 @@ class CheckpointError(EdgelllError):
     """A checkpoint or run directory that is corrupt, missing or does not match the run."""
 
 
+class OutputError(EdgelllError):
+    """A file or directory the run cannot write (a full disk, no permission), or one in use."""
+
+
+class EdgelllWarning(UserWarning):
+    """Something edgelll assumed on the user's behalf (e.g. an image layout); the CLI shows it as
+    one ``warning:`` line, and hides every other library's warnings unless ``--debug``."""
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
     """A one-line message for an unknown name, with the closest known names as suggestions."""
     known = sorted(known)

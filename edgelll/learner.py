@@ -36,7 +36,9 @@ from .evaluation import autocast, evaluate_all
 from .models import create_model, rebuild
 from .models.preprocess import dtype_name
 from .report import Reporter
-from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
+from .guards import check_model, check_plan
+from .resume import check_checkpoint, elapsed_before, same_config
+from .runs import (RunLock, checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Context, Strategy, create_strategy
 from .streams import Experience, Stream, make_stream
@@ -107,23 +109,17 @@ def carry_optimizer_state(old: torch.optim.Optimizer, old_names: dict[str, nn.Pa
 
 def _dataset(cfg: LearnConfig, data) -> Dataset:
     if data is None:
-        return load_dataset(cfg.data)
+        return load_dataset(cfg.data, layout=cfg.layout)
     if isinstance(data, Dataset):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 4:
-        return from_arrays(*data)
+        return from_arrays(*data, layout=cfg.layout)
     raise ConfigError("data must be a Dataset or (x_train, y_train, x_test, y_test) arrays")
 
 
 def _same_config(stored, cfg: LearnConfig) -> bool:
-    """True when a config dict from a run directory is ``cfg``. Settings added to edgelll after
-    the run began take their defaults, so a run started by an older version still resumes."""
-    if not isinstance(stored, dict):
-        return False
-    try:
-        return LearnConfig.from_dict(stored).to_dict() == cfg.to_dict()
-    except EdgelllError:
-        return False
+    """True when a config dict from a run directory is ``cfg`` (see :func:`resume.same_config`)."""
+    return same_config(stored, cfg)
 
 
 def _rss_bytes() -> int:
@@ -159,6 +155,10 @@ class Learner:
                                   cfg.class_order, cfg.seed, self.device)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        first = self.stream.experiences[0]
+        multi = cfg.scenario == "task"
+        check_model(cfg, self.stream.input_shape, first.n_local_classes if multi else
+                    first.head_size, multi, self.device)  # before any real allocation
         self.model = new_model(cfg, self.stream).to(self.device)
         self.strategies = [create_strategy(n, cfg.strategy_args.get(n, {})) for n in cfg.strategies]
         replacing = [s for s in self.strategies if s.replaces_loss()]
@@ -169,12 +169,12 @@ class Learner:
         self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator)
         for s in self.strategies:
             s.setup(self.ctx)
-        first = self.stream.experiences[0]
         self.probe = probe(self.model, first.x_test[:1], torch.zeros(1, dtype=torch.long,
                                                                      device=self.device))
         with torch.random.fork_rng(devices=[]):
             self.planned, self.plan = plan_memory(self.model, self.stream, self.strategies, self.ctx,
                                                   cfg, self.probe.activation_bytes)
+        check_plan(self.planned, self.device)  # before buffers are sized by the plan
         self.rows = cfg.batch_size + sum(s.extra_rows(cfg.batch_size) for s in self.strategies)
         # At most this many full-batch steps fit --compute-flops (steps cost at least a batch's
         # forward and backward; strategies add theirs, counted exactly as the steps run).
@@ -187,23 +187,43 @@ class Learner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.next_experience = 0
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.lock: RunLock | None = None  # held while this learner writes in run_dir
+        self.elapsed_before, self._run_start = 0.0, time.perf_counter()  # seconds of earlier runs
         if resume:
             self._resume()
         elif self.run_dir is not None:
-            create_run_dir(self.run_dir)
-            write_json(self.run_dir / "config.json", cfg.to_dict())
-            write_json(self.run_dir / "env.json", _env(self.device))
+            self.lock = create_run_dir(self.run_dir)
+            try:
+                write_json(self.run_dir / "env.json", _env(self.device))
+                # config.json last: a directory without it was never begun and may be reused.
+                write_json(self.run_dir / "config.json", cfg.to_dict())
+            except BaseException:
+                self.lock.release()
+                raise
 
     # -- resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
         if self.run_dir is None or not (self.run_dir / "config.json").is_file():
-            raise CheckpointError(f"{self.run_dir} is not an edgelll run directory (no config.json)")
+            raise CheckpointError(f"{self.run_dir} is not an edgelll run directory (no config.json); "
+                                  f"a run stopped before it began can be started again with --out")
+        self.lock = RunLock(self.run_dir)  # a second --resume of the same run is refused here
+        try:
+            self._resume_locked()
+        except BaseException:
+            self.lock.release()  # a refused resume leaves the run free for the next try
+            raise
+
+    def _resume_locked(self) -> None:
         remove_stale_temporaries(self.run_dir)
         path = latest_checkpoint(self.run_dir)
         if path is None:
             # Stopped during its first experience: nothing was completed, so the run starts over
             # in its own directory under the config it was created with.
-            stored = json.loads((self.run_dir / "config.json").read_text())
+            try:
+                stored = json.loads((self.run_dir / "config.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot read {self.run_dir / 'config.json'} ({exc})"
+                                      .splitlines()[0]) from None
             if not _same_config(stored, self.cfg):
                 raise CheckpointError(f"{self.run_dir / 'config.json'} holds a different config; "
                                       f"it cannot be resumed with this one")
@@ -213,6 +233,7 @@ class Learner:
         if not _same_config(ckpt.get("config"), self.cfg):
             raise CheckpointError(f"checkpoint {path} was written by a different config than "
                                   f"{self.run_dir / 'config.json'}; it cannot be resumed with it")
+        check_checkpoint(ckpt, path, len(self.stream), self.stream.class_order, self.cfg.strategies)
         try:
             self.model = rebuild(ckpt["spec"]).to(self.device)
             self.model.load_state_dict(ckpt["model"])
@@ -228,7 +249,7 @@ class Learner:
             torch.set_rng_state(ckpt["rng"]["torch"])
             if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"checkpoint {path} does not match this run ({first})") from None
         self.ctx.model = self.model
@@ -237,15 +258,17 @@ class Learner:
         self.stats = list(ckpt["stats"])
         self.peak_memory = dict(ckpt["peak_memory"])
         self.next_experience = int(ckpt["next_experience"])
-        if self.next_experience >= len(self.stream):
-            raise ConfigError(f"run {self.run_dir} is already complete; nothing to resume")
+        self.elapsed_before = elapsed_before(ckpt)
+        # A run killed after its checkpoint but before its outputs (e.g. while the final plot was
+        # drawn) gets them back: the table here, metrics.json and the plot when run() ends.
+        _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
-        start = time.perf_counter()
+        start = self._run_start = time.perf_counter()
         while self.next_experience < len(self.stream):
             self.learn_experience(self.stream.experiences[self.next_experience])
-        return self.result(time.perf_counter() - start)
+        return self.result(self.elapsed_before + time.perf_counter() - start)
 
     def learn_experience(self, exp: Experience) -> None:
         cfg, ctx, t0 = self.cfg, self.ctx, time.perf_counter()
@@ -396,7 +419,8 @@ class Learner:
             "strategies": {s.name: s.state_dict() for s in self.strategies}, "rng": rng,
             "acc": self.acc, "random_acc": self.random_acc, "stats": self.stats,
             "peak_memory": self.peak_memory, "next_experience": index + 1,
-            "class_order": self.stream.class_order})
+            "class_order": self.stream.class_order,
+            "elapsed": self.elapsed_before + time.perf_counter() - self._run_start})
         m = self.metrics()
         write_json(self.run_dir / "metrics.json", m)
         _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))

@@ -182,6 +182,10 @@ def _split(x_tr, y_tr, x_te, y_te, order, tasks, scenario) -> list[Experience]:
             empty = [c for c, k in zip(group, counts.tolist()) if k == 0]
             raise DataError(f"task {t} has no training samples of class(es) {empty}; give a "
                             f"--class-order without them or use other data")
+        if not bool(te.any()):  # it would score 0 and drag ACC and BWT down for no reason
+            raise DataError(f"task {t} (classes {group}) has no test samples, so it cannot be "
+                            f"scored; add test samples of those classes or give a --class-order "
+                            f"without them")
         idx = torch.nonzero(tr).flatten()
         head = seen + len(group) if scenario == "class" else max(len(g) for g in groups[: t + 1])
         exps.append(Experience(

@@ -335,17 +335,30 @@ def test_resume_after_crash_matches_uninterrupted_run(full_run, tmp_path, monkey
     assert (run_b / "accuracy.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_resume_complete_run_refused(naive_run, tmp_path, monkeypatch):
+def test_resume_complete_run_finishes_its_outputs(naive_run, tmp_path, monkeypatch):
+    """Killed while the final plot was drawn: --resume succeeds and writes what is missing."""
     monkeypatch.chdir(tmp_path)
     run = copy_run(naive_run, tmp_path / "done")
-    before = snapshot(tmp_path)
-    assert_one_line_error(learn("--resume", run), "complete")
-    assert snapshot(tmp_path) == before
+    want = read_json(run / "metrics.json")
+    for name in ("accuracy.png", "acc_matrix.csv", "metrics.json"):
+        (run / name).unlink()
+    ckpts = {p.name: p.read_bytes() for p in checkpoints(run)}
+    result = learn("--resume", run, quiet=False)
+    assert_ok(result)
+    assert "summary" in plain(result.stdout)
+    assert (run / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    got = read_json(run / "metrics.json")
+    assert got["complete"] and got["acc_matrix"] == want["acc_matrix"] and got["acc"] == want["acc"]
+    # The whole run's time (stored in the checkpoint), not the moment the resume took.
+    assert got["seconds"] >= sum(e["seconds"] for e in want["experiences"]) > 0
+    assert len((run / "acc_matrix.csv").read_text().splitlines()) == N_EXP + 1
+    assert {p.name: p.read_bytes() for p in checkpoints(run)} == ckpts  # nothing retrained
 
 
 @pytest.mark.parametrize("extra", [["--epochs", "2"], ["-s", "ewc"], ["--set", "lr=0.1"],
-                                   ["--out", "elsewhere"], ["--memory", "4MiB"]],
-                         ids=["epochs", "strategy", "set", "out", "memory"])
+                                   ["--out", "elsewhere"], ["--memory", "4MiB"],
+                                   ["--device", "cpu"]],
+                         ids=["epochs", "strategy", "set", "out", "memory", "device"])
 def test_resume_with_other_options_refused(naive_run, tmp_path, monkeypatch, extra):
     monkeypatch.chdir(tmp_path)
     run = copy_run(naive_run, tmp_path / "r")
@@ -452,7 +465,7 @@ BAD = [
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     pytest.param(["--config", "missing.toml"], ["missing.toml"], id="config-missing"),
     pytest.param(["--config", "bad.toml"], ["bad.toml"], id="config-unparsable"),
-    pytest.param(["--out", "existing"], ["existing", "already exists", "--resume"],
+    pytest.param(["--out", "existing"], ["existing", "already exists", "choose another --out"],
                  id="out-exists-non-empty"),
     pytest.param(["--out", "a-file"], ["a-file", "already exists"], id="out-is-a-file"),
     pytest.param(["--out", "a-file/sub"], ["a-file/sub"], id="out-under-a-file"),
@@ -541,10 +554,11 @@ def test_out_of_memory_is_one_line(failing_learn, exc):
     assert_one_line_error(learn("-s", "naive", "--out", "out"), "out of memory")
 
 
-def test_other_runtime_errors_are_not_hidden(failing_learn):
+def test_other_runtime_errors_are_one_line_and_shown_under_debug(failing_learn):
     failing_learn(RuntimeError("a genuine bug"))
-    r = learn("-s", "naive", "--out", "out")
-    assert r.exit_code == 1
+    line = assert_one_line_error(learn("-s", "naive", "--out", "out"))
+    assert "unexpected RuntimeError: a genuine bug" in line and "--debug" in line
+    r = learn("-s", "naive", "--out", "out", "--debug")
     assert isinstance(r.exception, RuntimeError) and "a genuine bug" in str(r.exception)
 
 
@@ -552,7 +566,7 @@ def test_keyboard_interrupt_exits_130(failing_learn):
     failing_learn(KeyboardInterrupt())
     r = learn("-s", "naive", "--out", "out")
     assert r.exit_code == 130
-    assert "--resume" in r.stderr
+    assert "before the run began" in r.stderr and "RUN_DIR" not in r.stderr  # nothing to resume
     assert "Traceback" not in r.output
 
 

@@ -195,7 +195,7 @@ def test_load_toml_and_json(tmp_path):
 def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.toml")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is not a regular file"):
         load_config_file(tmp_path)  # a folder
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = = 3\n[replay\n")

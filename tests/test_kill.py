@@ -38,7 +38,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     # First kill: during the first experience, before any checkpoint exists.
     proc = subprocess.Popen(_cli(*ARGS, "--out", str(cut)))
-    _kill_when(proc, lambda: (cut / "env.json").exists())
+    _kill_when(proc, lambda: (cut / "config.json").exists())  # written last when a run begins
     # Second kill: mid-stream, once two experiences are safely on disk.
     proc = subprocess.Popen(_cli("learn", "--quiet", "--resume", str(cut)))
     _kill_when(proc, lambda: (cut / "checkpoints" / "exp001.pt").exists())

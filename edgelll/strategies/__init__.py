@@ -34,7 +34,7 @@ STRATEGIES: dict[str, type[Strategy]] = _discover()
 
 def strategy_params(name: str, raw: dict) -> dict:
     """Check ``raw`` settings against the strategy's parameters; return all of them, resolved."""
-    from ..config import _coerce
+    from ..config import _coerce, check_number
 
     cls = STRATEGIES[name]
     fields = {f.name: f for f in dataclasses.fields(cls.Params)}
@@ -52,6 +52,7 @@ def strategy_params(name: str, raw: dict) -> dict:
             values[key] = int(float(value))
         else:
             values[key] = _coerce(f"{name}.{key}", value, default)
+        check_number(f"{name}.{key}", values[key])  # inf, nan, 1e99: refused before training
     params = cls.Params(**values)  # __post_init__ checks ranges
     return dataclasses.asdict(params)
 
@@ -59,7 +60,7 @@ def strategy_params(name: str, raw: dict) -> dict:
 def _is_int(value) -> bool:
     try:
         return float(value) == int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf) overflows
         return False
 
 
