@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -70,7 +71,7 @@ def learn_command(
     resume: Annotated[Optional[Path], Opt(help="continue the run in this directory after its last checkpoint")] = None,
     config: Annotated[Optional[Path], Opt(help="TOML or JSON file of settings (same keys as config.json)")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for any setting, model or strategy parameter, e.g. replay.size=2000")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bars or summary")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress or summary; only the run directory, as one line on stderr")] = False,
     debug: Annotated[bool, Opt("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Train a model on a stream of tasks, one after another, without forgetting."""
@@ -98,5 +99,5 @@ def learn_command(
         cfg = resolve(*layers, given, overrides=parse_sets(set_ or []))
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
-    console = None if quiet else Console(stderr=False)
-    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=Reporter(console))
+    reporter = Reporter(None, announce=sys.stderr) if quiet else Reporter(Console(stderr=False))
+    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=reporter)

@@ -27,9 +27,10 @@ from .batch import Batch
 from .budget import measure_memory, plan_memory, probe, steps_for_flops
 from .config import LearnConfig
 from .data import Dataset, from_arrays, load_dataset
+from .describe import resolved_values
 from .errors import CheckpointError, ConfigError, EdgelllError
 from .models import create_model, rebuild
-from .report import Reporter
+from .report import Reporter, planned_steps
 from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Strategy, create_strategy
@@ -223,6 +224,7 @@ class Learner:
             create_run_dir(self.run_dir)
             write_json(self.run_dir / "config.json", cfg.to_dict())
             write_json(self.run_dir / "env.json", _env(self.device))
+        self.reporter.run_started(self.run_dir, resume)
 
     # -- resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -269,6 +271,8 @@ class Learner:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
         start = time.perf_counter()
+        self.reporter.before_training(planned_steps(self.cfg, self.stream, self.next_experience),
+                                      len(self.stream) - self.next_experience)
         while self.next_experience < len(self.stream):
             self.learn_experience(self.stream.experiences[self.next_experience])
         return self.result(time.perf_counter() - start)
@@ -389,6 +393,7 @@ class Learner:
         reports = {s.name: r for s in self.strategies if (r := s.report())}
         return {"acc_matrix": self.acc, "random_init_acc": self.random_acc, **summary,
                 **({"strategies": reports} if reports else {}),
+                "resolved": resolved_values(self.strategies, self.cfg),  # e.g. replay.size
                 "seconds": seconds if seconds is not None else sum(s["seconds"] for s in self.stats),
                 "experiences": self.stats, "memory_bytes": memory,
                 "complete": self.next_experience >= len(self.stream)}
