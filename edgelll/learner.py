@@ -30,6 +30,7 @@ from .data import Dataset, from_arrays, load_dataset
 from .describe import resolved_values
 from .errors import CheckpointError, ConfigError, EdgelllError
 from .models import create_model, rebuild
+from .plots import save_run_plot, write_acc_csv
 from .report import Reporter, planned_steps
 from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
@@ -411,27 +412,17 @@ class Learner:
             "class_order": self.stream.class_order})
         m = self.metrics()
         write_json(self.run_dir / "metrics.json", m)
-        _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
+        write_acc_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
     def result(self, seconds: float) -> RunResult:
         m = self.metrics(seconds)
         if self.run_dir is not None:
             write_json(self.run_dir / "metrics.json", m)
-            from .plots import save_accuracy_plot
-            save_accuracy_plot(self.acc, self.run_dir / "accuracy.png",
-                               title=f"{'+'.join(self.cfg.strategies)} on {self.stream.dataset_name} "
-                                     f"({self.cfg.stream}, {self.cfg.scenario} scenario)")
+            save_run_plot(self.run_dir, self.acc, self.cfg, self.stream)
         self.reporter.summary(m, m["memory_bytes"], self.run_dir)
         return RunResult(self.cfg, self.acc, self.random_acc,
                          {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve", "seconds")},
                          m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies)
-
-
-def _write_csv(path: Path, acc: list[list[float]], n: int) -> None:
-    from .runs import write_text
-    header = "after_experience," + ",".join(f"exp{j}" for j in range(n))
-    lines = [header] + [f"{i}," + ",".join(f"{a:.6f}" for a in row) for i, row in enumerate(acc)]
-    write_text(path, "\n".join(lines) + "\n")
 
 
 def learn(cfg: LearnConfig, data=None, run_dir: str | Path | None = None, resume: bool = False,
