@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,6 +44,15 @@ def Opt(*names, field: str | None = None, **kwargs):
 def _run_name(cfg) -> str:
     data = cfg.data.split("=", 1)[0] if "=" in cfg.data else Path(cfg.data).stem or cfg.data
     return f"{'+'.join(cfg.strategies)}-{data}-{cfg.stream}-{cfg.scenario}"
+
+
+def _progress_interval() -> float:
+    """Seconds between progress lines when stdout is a log (EDGELLL_PROGRESS_SECONDS, default 5)."""
+    raw = os.environ.get("EDGELLL_PROGRESS_SECONDS", "5")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ConfigError(f"EDGELLL_PROGRESS_SECONDS must be a number of seconds, got {raw!r}") from None
 
 
 @handle_errors
@@ -99,5 +109,6 @@ def learn_command(
         cfg = resolve(*layers, given, overrides=parse_sets(set_ or []))
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
-    reporter = Reporter(None, announce=sys.stderr) if quiet else Reporter(Console(stderr=False))
+    reporter = (Reporter(None, announce=sys.stderr) if quiet
+                else Reporter(Console(stderr=False), interval=_progress_interval()))
     learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=reporter)
