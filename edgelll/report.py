@@ -78,7 +78,7 @@ class Reporter:
         self._planned, self._t0 = steps, self.clock()
         if self.console is not None and steps:
             self._line(f"training: {experiences} experiences, about {steps:,} optimiser steps "
-                       f"(--epochs or --steps shortens it); an estimate of the time follows")
+                       f"(--epochs or --steps shortens it)")
 
     def start_experience(self, index: int, n_experiences: int, steps: int, classes) -> None:
         if self.console is None:
