@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from edgelll.config import load_config_file, parse_sets, resolve
+from edgelll.config import LearnConfig, load_config_file, parse_sets, resolve
 from edgelll.errors import ConfigError
-from edgelll.runs import check_new_run_dir, is_skeleton, unique_run_dir
 
 from .common import RUN, handle_errors
 
-Opt = typer.Option
+_DEFAULTS = LearnConfig()
+# What a default of None means, where "none" alone would not say it.
+_NONE_MEANS = {"memory": "no cap", "compute_steps": "no cap", "compute_flops": "no cap",
+               "steps": "from --epochs", "threads": "torch's choice"}
+
+
+def _shown(name: str) -> str:
+    """The default of a LearnConfig field as --help shows it (one source: ``LearnConfig()``)."""
+    value = getattr(_DEFAULTS, name)
+    if value is None:
+        return _NONE_MEANS.get(name, "none")
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(f"-s {v}" for v in value) if name == "strategies" else ",".join(map(str, value))
+    return str(value)
+
+
+def Opt(*names, field: str | None = None, **kwargs):
+    """A Typer option whose default of None means "not given" (so config files and --set can
+    fill it), while --help shows the default the run will use."""
+    if field is not None:
+        kwargs["show_default"] = _shown(field)
+    return typer.Option(*names, **kwargs)
 
 
 def _run_name(cfg) -> str:
@@ -29,6 +53,8 @@ def _resume_config(resume: Path, given: dict, other: bool):
         raise ConfigError("--resume continues a run with its own config.json; drop the other "
                           "options except --threads, --quiet and --debug (or start a new run "
                           "without --resume)")
+    from edgelll.runs import is_skeleton
+
     if not (resume / "config.json").is_file():
         if resume.is_dir() and (resume / ".lock").exists() and is_skeleton(resume):
             raise ConfigError(f"{resume} has no config.json: it was stopped before its run "
@@ -42,40 +68,50 @@ def _resume_config(resume: Path, given: dict, other: bool):
         raise
 
 
+def _progress_interval() -> float:
+    """Seconds between progress lines when stdout is a log (EDGELLL_PROGRESS_SECONDS, default 5)."""
+    raw = os.environ.get("EDGELLL_PROGRESS_SECONDS", "5")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ConfigError(f"EDGELLL_PROGRESS_SECONDS must be a number of seconds, got {raw!r}") from None
+
+
 @handle_errors
 def learn_command(
-    data: Annotated[Optional[str], Opt(help="digits (embedded), mnist=PATH, fashion-mnist=PATH, or a .npz file / IDX folder")] = None,
-    layout: Annotated[Optional[str], Opt(help="4-D images: auto (detect) | nchw | nhwc (channels last)")] = None,
-    stream: Annotated[Optional[str], Opt(help="split | permuted | rotated")] = None,
-    scenario: Annotated[Optional[str], Opt(help="class | task | domain (van de Ven & Tolias 2019)")] = None,
-    tasks: Annotated[Optional[int], Opt(help="number of experiences in the stream")] = None,
-    class_order: Annotated[Optional[str], Opt(help="natural | random (seeded) | labels like 3,1,4,...")] = None,
-    model: Annotated[Optional[str], Opt(help="network from `edgelll list models`")] = None,
-    strategy: Annotated[Optional[list[str]], Opt("--strategy", "-s", help="repeat to compose, e.g. -s replay -s ewc")] = None,
-    memory: Annotated[Optional[str], Opt(help="cap on the learner's whole state, e.g. 4MiB, 512KiB")] = None,
-    compute: Annotated[Optional[int], Opt(help="at most this many optimiser steps per experience")] = None,
-    compute_flops: Annotated[Optional[float], Opt(help="at most this many estimated training FLOPs per experience")] = None,
-    epochs: Annotated[Optional[int], Opt(help="passes over each experience's data")] = None,
-    steps: Annotated[Optional[int], Opt(help="exact optimiser steps per experience (overrides --epochs)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="training batch size")] = None,
-    lr: Annotated[Optional[float], Opt(help="learning rate")] = None,
-    optimizer: Annotated[Optional[str], Opt(help="adam | sgd")] = None,
-    optimizer_state: Annotated[Optional[str], Opt(help="between experiences: auto (fresh when parameters change) | keep | reset")] = None,
-    freeze_backbone_after: Annotated[Optional[int], Opt(help="freeze the backbone from this experience on (0: from the start), e.g. under -s ncm")] = None,
-    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda")] = None,
-    amp: Annotated[Optional[bool], Opt("--amp/--no-amp", help="bf16 mixed precision")] = None,
-    threads: Annotated[Optional[int], Opt(help="CPU threads for torch")] = None,
-    seed: Annotated[Optional[int], Opt(help="random seed")] = None,
+    data: Annotated[Optional[str], Opt(field="data", help="digits (embedded), mnist=PATH, fashion-mnist=PATH, or a .npz file / IDX folder")] = None,
+    layout: Annotated[Optional[str], Opt(field="layout", help="4-D images: auto (detect) | nchw | nhwc (channels last)")] = None,
+    stream: Annotated[Optional[str], Opt(field="stream", help="split | permuted | rotated")] = None,
+    scenario: Annotated[Optional[str], Opt(field="scenario", help="class | task | domain (van de Ven & Tolias 2019)")] = None,
+    tasks: Annotated[Optional[int], Opt(field="tasks", help="number of experiences in the stream")] = None,
+    class_order: Annotated[Optional[str], Opt(field="class_order", help="natural | random (seeded) | labels like 3,1,4,...")] = None,
+    model: Annotated[Optional[str], Opt(field="model", help="network from `edgelll list models`")] = None,
+    strategy: Annotated[Optional[list[str]], Opt("--strategy", "-s", field="strategies", help="repeat to compose, e.g. -s replay -s ewc")] = None,
+    memory: Annotated[Optional[str], Opt(field="memory", help="cap on the learner's whole state, e.g. 4MiB, 512KiB")] = None,
+    compute: Annotated[Optional[int], Opt(field="compute_steps", help="at most this many optimiser steps per experience")] = None,
+    compute_flops: Annotated[Optional[float], Opt(field="compute_flops", help="at most this many estimated training FLOPs per experience")] = None,
+    epochs: Annotated[Optional[int], Opt(field="epochs", help="passes over each experience's data")] = None,
+    steps: Annotated[Optional[int], Opt(field="steps", help="exact optimiser steps per experience (overrides --epochs)")] = None,
+    batch_size: Annotated[Optional[int], Opt(field="batch_size", help="training batch size")] = None,
+    lr: Annotated[Optional[float], Opt(field="lr", help="learning rate")] = None,
+    optimizer: Annotated[Optional[str], Opt(field="optimizer", help="adam | sgd")] = None,
+    optimizer_state: Annotated[Optional[str], Opt(field="optimizer_state", help="between experiences: auto (fresh when parameters change) | keep | reset")] = None,
+    freeze_backbone_after: Annotated[Optional[int], Opt(field="freeze_backbone_after", help="freeze the backbone from this experience on (0: from the start), e.g. under -s ncm")] = None,
+    device: Annotated[Optional[str], Opt(field="device", help="auto | cpu | cuda")] = None,
+    amp: Annotated[Optional[bool], Opt("--amp/--no-amp", field="amp", help="bf16 mixed precision")] = None,
+    threads: Annotated[Optional[int], Opt(field="threads", help="CPU threads for torch")] = None,
+    seed: Annotated[Optional[int], Opt(field="seed", help="random seed")] = None,
     out: Annotated[Optional[Path], Opt(help="run directory (default runs/learn/<name>, numbered if taken)")] = None,
     resume: Annotated[Optional[Path], Opt(help="continue the run in this directory after its last checkpoint")] = None,
     config: Annotated[Optional[Path], Opt(help="TOML or JSON file of settings (same keys as config.json)")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for any setting, model or strategy parameter, e.g. replay.size=2000")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bars or summary")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress or summary; only the run directory, as one line on stderr")] = False,
     debug: Annotated[bool, Opt("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Train a model on a stream of tasks, one after another, without forgetting."""
     from edgelll.learner import learn
     from edgelll.report import Reporter
+    from edgelll.runs import check_new_run_dir, unique_run_dir
 
     given = {"data": data, "layout": layout, "stream": stream, "scenario": scenario, "tasks": tasks,
              "class_order": class_order, "model": model, "strategies": strategy, "memory": memory,
@@ -92,6 +128,7 @@ def learn_command(
         cfg = resolve(*layers, given, overrides=parse_sets(set_ or []))
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
-    console = None if quiet else Console(stderr=False)
+    reporter = (Reporter(None, announce=sys.stderr) if quiet
+                else Reporter(Console(stderr=False), interval=_progress_interval()))
     RUN["dir"] = run_dir
-    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=Reporter(console))
+    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=reporter)

@@ -1,4 +1,9 @@
-"""``edgelll list``: the strategies, models, data sets and device profiles available."""
+"""``edgelll list``: the strategies, models, data sets and device profiles available.
+
+``list strategies -v`` adds each strategy's parameters, ``list strategy NAME`` shows one. Only the
+strategies and models need their registries, which import torch; ``list datasets`` and
+``list devices`` answer without it.
+"""
 
 from __future__ import annotations
 
@@ -29,18 +34,58 @@ def _rows(kind: str) -> dict[str, str]:
     return {name: p.get("description", "") for name, p in list_devices().items()}
 
 
+def _parameter_table(name: str, description: str) -> Table | str:
+    from edgelll.describe import strategy_parameters
+
+    rows = strategy_parameters(name)
+    if not rows:
+        return f"[bold]{name}[/bold]: {description} (no parameters)"
+    table = Table(title=f"{name}: {description}", title_justify="left")
+    table.add_column(f"--set {name}.PARAM", style="bold")
+    table.add_column("default")
+    table.add_column("meaning")
+    for row in rows:
+        table.add_row(row["name"], row["default"], row["help"])
+    return table
+
+
+def _show_strategies(console: Console, only: str | None) -> None:
+    from edgelll.strategies import STRATEGIES
+
+    if only is not None and only not in STRATEGIES:
+        raise ConfigError(unknown_name("strategy", only, STRATEGIES))
+    for name, cls in STRATEGIES.items():
+        if only in (None, name):
+            console.print(_parameter_table(name, cls.description))
+
+
 @handle_errors
 def list_command(
-    kind: Annotated[Optional[str], typer.Argument(help="strategies | models | datasets | devices (all when omitted)")] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="strategies | models | datasets | devices (all when omitted), or `strategy NAME`")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="with `strategy`: the strategy to describe")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="with strategies: each one's parameters, defaults and meaning")] = False,
 ) -> None:
     """List what edgelll offers."""
-    if kind is not None and kind not in KINDS:
-        raise ConfigError(unknown_name("list", kind, KINDS))
     console = Console()
+    if kind == "strategy":
+        if name is None:
+            raise ConfigError("list strategy takes a name, e.g. `edgelll list strategy replay` "
+                              "(or `edgelll list strategies -v` for all of them)")
+        _show_strategies(console, name)
+        return
+    if name is not None:
+        raise ConfigError(f"list {kind} takes no name; only `list strategy NAME` does")
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(unknown_name("list", kind, (*KINDS, "strategy")))
     for k in [kind] if kind else KINDS:
+        if k == "strategies" and verbose:
+            _show_strategies(console, None)
+            continue
         table = Table(title=k, show_header=False, title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("description")
-        for name, desc in _rows(k).items():
-            table.add_row(name, desc)
+        for item, desc in _rows(k).items():
+            table.add_row(item, desc)
         console.print(table)
+    if kind in (None, "strategies") and not verbose:
+        console.print("parameters: `edgelll list strategy NAME` or `edgelll list strategies -v`")

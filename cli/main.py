@@ -1,4 +1,4 @@
-"""The ``edgelll`` Typer app: ``learn`` and ``list``."""
+"""The ``edgelll`` Typer app: ``learn``, ``list`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from edgelll import __version__
 
 from .common import DEBUG
+from .compare import compare_command
 from .learn import learn_command
 from .listing import list_command
 
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Incremental (lifelong) learning on edge devices.")
 app.command("learn")(learn_command)
 app.command("list")(list_command)
+app.command("compare")(compare_command)
 
 
 def _version(value: bool) -> None:

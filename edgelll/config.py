@@ -286,6 +286,9 @@ def check(cfg: LearnConfig) -> None:
                           ("layout", LAYOUTS)):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(unknown_name(name, getattr(cfg, name), allowed))
+    if cfg.device not in DEVICES:  # a device profile's name gets a line of its own
+        from .devices_catalog import device_option_message
+        raise ConfigError(device_option_message(cfg.device))
     positive = {"tasks": cfg.tasks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                 "eval_batch_size": cfg.eval_batch_size}
     for opt in ("compute_steps", "steps", "threads"):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 
-from .config import parse_size
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (the project requires 3.11, but keep listing readable there)
+    import tomli as tomllib
+
+from .config import DEVICES, parse_size
 from .errors import ConfigError, unknown_name
 
 REQUIRED = ("name", "description", "arch", "cores", "ram", "learner_memory", "accelerator")
@@ -31,3 +35,23 @@ def device_profile(name: str) -> dict:
     profile["ram_bytes"] = parse_size(profile["ram"])
     profile["learner_memory_bytes"] = parse_size(profile["learner_memory"])
     return profile
+
+
+def device_option_message(name: str) -> str:
+    """The one line for ``--device NAME`` when NAME is not auto, cpu or cuda.
+
+    A device profile (``edgelll list devices``) describes a deployment target; it is not where
+    training runs, and nothing applies profiles yet (issue #5 will, through
+    ``edgelll profile --target NAME``), so say that instead of "unknown device".
+    """
+    choices = " | ".join(DEVICES)
+    try:
+        profiles = list_devices()
+    except (ConfigError, OSError):
+        profiles = {}
+    if name in profiles:
+        return (f"{name!r} is a device profile (edgelll list devices), not a device to train on: "
+                f"--device takes {choices}; profiles are not applied yet and will go to "
+                f"`edgelll profile --target {name}`")
+    return unknown_name("device", name, DEVICES) + (
+        "; device profiles (edgelll list devices) are not --device values")

@@ -31,11 +31,13 @@ from .batch import Batch
 from .budget import measure_memory, plan_memory, probe, steps_for_flops
 from .config import LearnConfig
 from .data import Dataset, from_arrays, load_dataset
+from .describe import resolved_values
 from .errors import CheckpointError, ConfigError, EdgelllError
 from .evaluation import autocast, evaluate_all
 from .models import create_model, rebuild
 from .models.preprocess import dtype_name
-from .report import Reporter
+from .plots import save_run_plot, write_acc_csv
+from .report import Reporter, planned_steps
 from .guards import check_model, check_plan
 from .resume import check_checkpoint, elapsed_before, same_config
 from .runs import (RunLock, checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
@@ -200,6 +202,7 @@ class Learner:
             except BaseException:
                 self.lock.release()
                 raise
+        self.reporter.run_started(self.run_dir, resume)
 
     # -- resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -261,11 +264,13 @@ class Learner:
         self.elapsed_before = elapsed_before(ckpt)
         # A run killed after its checkpoint but before its outputs (e.g. while the final plot was
         # drawn) gets them back: the table here, metrics.json and the plot when run() ends.
-        _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
+        write_acc_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
         start = self._run_start = time.perf_counter()
+        self.reporter.before_training(planned_steps(self.cfg, self.stream, self.next_experience),
+                                      len(self.stream) - self.next_experience)
         while self.next_experience < len(self.stream):
             self.learn_experience(self.stream.experiences[self.next_experience])
         return self.result(self.elapsed_before + time.perf_counter() - start)
@@ -403,6 +408,7 @@ class Learner:
         reports = {s.name: r for s in self.strategies if (r := s.report())}
         return {"acc_matrix": self.acc, "random_init_acc": self.random_acc, **summary,
                 **({"strategies": reports} if reports else {}),
+                "resolved": resolved_values(self.strategies, self.cfg),  # e.g. replay.size
                 "seconds": seconds if seconds is not None else sum(s["seconds"] for s in self.stats),
                 "experiences": self.stats, "memory_bytes": memory,
                 "complete": self.next_experience >= len(self.stream)}
@@ -423,27 +429,17 @@ class Learner:
             "elapsed": self.elapsed_before + time.perf_counter() - self._run_start})
         m = self.metrics()
         write_json(self.run_dir / "metrics.json", m)
-        _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
+        write_acc_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
     def result(self, seconds: float) -> RunResult:
         m = self.metrics(seconds)
         if self.run_dir is not None:
             write_json(self.run_dir / "metrics.json", m)
-            from .plots import save_accuracy_plot
-            save_accuracy_plot(self.acc, self.run_dir / "accuracy.png",
-                               title=f"{'+'.join(self.cfg.strategies)} on {self.stream.dataset_name} "
-                                     f"({self.cfg.stream}, {self.cfg.scenario} scenario)")
+            save_run_plot(self.run_dir, self.acc, self.cfg, self.stream)
         self.reporter.summary(m, m["memory_bytes"], self.run_dir)
         return RunResult(self.cfg, self.acc, self.random_acc,
                          {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve", "seconds")},
                          m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies)
-
-
-def _write_csv(path: Path, acc: list[list[float]], n: int) -> None:
-    from .runs import write_text
-    header = "after_experience," + ",".join(f"exp{j}" for j in range(n))
-    lines = [header] + [f"{i}," + ",".join(f"{a:.6f}" for a in row) for i, row in enumerate(acc)]
-    write_text(path, "\n".join(lines) + "\n")
 
 
 def new_model(cfg: LearnConfig, stream: Stream) -> nn.Module:

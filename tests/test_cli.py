@@ -198,9 +198,9 @@ def test_list_close_kind_suggested():
 # -- a real run and what it writes ---------------------------------------------------------------
 
 def test_run_is_quiet(full_run):
-    _, result = full_run
+    run_dir, result = full_run
     assert result.stdout == ""
-    assert result.stderr == ""
+    assert result.stderr == f"run directory: {run_dir}\n"  # -q: only where the run is
 
 
 def test_run_writes_config(full_run):
@@ -255,10 +255,10 @@ def test_run_writes_acc_matrix_csv(full_run):
     acc = read_json(run_dir / "metrics.json")["acc_matrix"]
     with open(run_dir / "acc_matrix.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["after_experience"] + [f"exp{j}" for j in range(N_EXP)]
+    assert rows[0] == ["after_experience"] + [f"exp{j + 1}" for j in range(N_EXP)]
     assert len(rows) == 1 + N_EXP
     for i, row in enumerate(rows[1:]):
-        assert int(row[0]) == i
+        assert int(row[0]) == i + 1  # numbered from 1, as the terminal and the plot do
         assert len(row) == 1 + N_EXP
         for j, cell in enumerate(row[1:]):
             assert abs(float(cell) - acc[i][j]) <= 1e-6, (i, j, cell, acc[i][j])

@@ -12,7 +12,7 @@ one extra forward/backward per step, whatever the number of past experiences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,9 +23,14 @@ from .base import Batch
 
 @dataclass(frozen=True)
 class AGEMParams:
-    per_experience: int = 250  # exemplars kept per experience (the paper: 250 per task on MNIST)
-    size: int | None = None  # total, split equally; None: fit --memory, else per_experience
-    batch_size: int | None = None  # memory rows for g_ref per step; None: the training batch size
+    per_experience: int = field(default=250, metadata={
+        "help": "exemplars kept per experience (the paper: 250 per task on MNIST)",
+        "resolved": "fitted"})
+    size: int | None = field(default=None, metadata={
+        "help": "total, split equally; None: fit --memory, else per_experience"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "memory rows for g_ref per step; None: the training batch size",
+        "resolved": "cfg.batch_size"})
 
     def __post_init__(self) -> None:
         check_counts("agem", self.per_experience, self.size)

@@ -30,7 +30,7 @@ scenario only: with task ids or a shared domain head there is no old/new class i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +45,11 @@ LABEL_BYTES = 4  # int16 label + int16 task id per stored validation sample
 
 @dataclass(frozen=True)
 class BiCParams:
-    val_per_class: int = 10  # validation samples held out and stored per class
-    epochs: int = 50  # stage-2 passes over the validation set
-    lr: float = 0.01  # stage-2 learning rate
-    optimizer: str = "adam"  # adam | sgd (stage 2)
+    val_per_class: int = field(default=10, metadata={
+        "help": "validation samples held out and stored per class"})
+    epochs: int = field(default=50, metadata={"help": "stage-2 passes over the validation set"})
+    lr: float = field(default=0.01, metadata={"help": "stage-2 learning rate"})
+    optimizer: str = field(default="adam", metadata={"help": "adam | sgd (stage 2)"})
 
     def __post_init__(self) -> None:
         if self.val_per_class < 1:

@@ -26,7 +26,7 @@ training. ``report()`` gives both parameter counts and bytes and both accuracy m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,12 +44,17 @@ STREAM_KEYS = ("data", "stream", "scenario", "tasks", "class_order")
 
 @dataclass(frozen=True)
 class DistillParams:
-    T: float = 2.0  # temperature
-    alpha: float = 0.5  # weight of the soft-target term, (1 - alpha) on the labels
-    teacher: str = ""  # a finished run directory; "" trains a teacher alongside
-    teacher_model: str = "mlp"
-    teacher_hidden: tuple[int, ...] = (400, 400)
-    student_params: int | None = None  # refuse a student with more parameters
+    T: float = field(default=2.0, metadata={"help": "temperature"})
+    alpha: float = field(default=0.5, metadata={
+        "help": "weight of the soft-target term, (1 - alpha) on the labels"})
+    teacher: str = field(default="", metadata={
+        "help": 'a finished run directory; "" trains a teacher alongside'})
+    teacher_model: str = field(default="mlp", metadata={
+        "help": "the teacher's network (`edgelll list models`), when trained alongside"})
+    teacher_hidden: tuple[int, ...] = field(default=(400, 400), metadata={
+        "help": "the teacher's hidden widths, when trained alongside"})
+    student_params: int | None = field(default=None, metadata={
+        "help": "refuse a student with more parameters than this; None: no limit"})
 
     def __post_init__(self) -> None:
         if not self.T > 0:

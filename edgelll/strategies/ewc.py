@@ -16,7 +16,7 @@ on the part that existed at the anchor; new rows are free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +28,11 @@ from .base import Batch, Plan, Strategy
 
 @dataclass(frozen=True)
 class EWCParams:
-    lam: float = 5000.0  # penalty strength lambda
-    fisher_samples: int = 512  # samples of the experience used for the Fisher (0: all)
-    chunk: int = 64  # per-sample gradients computed at once (bounds temporary memory)
+    lam: float = field(default=5000.0, metadata={"help": "penalty strength lambda"})
+    fisher_samples: int = field(default=512, metadata={
+        "help": "samples of the experience used for the Fisher (0: all)"})
+    chunk: int = field(default=64, metadata={
+        "help": "per-sample gradients computed at once (bounds temporary memory)"})
 
     def __post_init__(self) -> None:
         if not self.lam >= 0:

@@ -20,7 +20,7 @@ parameters; nothing per step is kept besides the memory itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,9 +31,12 @@ from ._episodic import EpisodicStrategy, check_counts, flat_grad, write_grad
 
 @dataclass(frozen=True)
 class GEMParams:
-    per_experience: int = 256  # exemplars kept per experience (the paper: 256 per task)
-    size: int | None = None  # total, split equally; None: fit --memory, else per_experience
-    margin: float = 0.5  # gamma, the lower bound on the dual variables (authors' code: 0.5)
+    per_experience: int = field(default=256, metadata={
+        "help": "exemplars kept per experience (the paper: 256 per task)", "resolved": "fitted"})
+    size: int | None = field(default=None, metadata={
+        "help": "total, split equally; None: fit --memory, else per_experience"})
+    margin: float = field(default=0.5, metadata={
+        "help": "gamma, the lower bound on the dual variables (authors' code: 0.5)"})
 
     def __post_init__(self) -> None:
         check_counts("gem", self.per_experience, self.size)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +39,18 @@ from .base import Batch, Plan, Strategy
 class GenerativeParams:
     # Defaults chosen on the embedded digits (3 seeds, default run): (256,), 8, 2 steps gave final
     # ACC 0.81 against 0.70 for (128,), 8, 1 step (benchmarks/generative_defaults.py, the grid).
-    hidden: tuple[int, ...] = (256,)  # VAE encoder widths (the decoder mirrors them)
-    latent: int = 8  # VAE latent dimensions
-    lr: float = 3e-3  # the VAE's Adam learning rate
-    vae_steps: int = 2  # VAE updates per training step, on that step's batch
-    batch_size: int | None = None  # generated samples per step; None: the training batch size
-    distill: bool = False  # DGR+distill: soft targets of the previous solver on replayed rows
-    T: float = 2.0  # distillation temperature
+    hidden: tuple[int, ...] = field(default=(256,), metadata={
+        "help": "VAE encoder widths (the decoder mirrors them)"})
+    latent: int = field(default=8, metadata={"help": "VAE latent dimensions"})
+    lr: float = field(default=3e-3, metadata={"help": "the VAE's Adam learning rate"})
+    vae_steps: int = field(default=2, metadata={
+        "help": "VAE updates per training step, on that step's batch"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "generated samples per step; None: the training batch size",
+        "resolved": "cfg.batch_size"})
+    distill: bool = field(default=False, metadata={
+        "help": "DGR+distill: soft targets of the previous solver on replayed rows"})
+    T: float = field(default=2.0, metadata={"help": "distillation temperature"})
 
     def __post_init__(self) -> None:
         if not self.hidden or min(self.hidden) < 1 or self.latent < 1:

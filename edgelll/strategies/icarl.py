@@ -27,7 +27,7 @@ arXiv:1611.07725), for the class-incremental scenario.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +43,18 @@ from .replay import DEFAULT_SIZE, embed
 
 @dataclass(frozen=True)
 class ICaRLParams:
-    size: int | None = None  # exemplars; None: fill the memory budget (200 without one)
-    batch_size: int | None = None  # exemplars per step; None: the training batch size
-    lam: float = 1.0  # weight of the distillation term
-    nmc: bool = True  # classify by nearest mean of exemplars (False: the network's head)
-    bce: bool = True  # the paper's sigmoid BCE on every unit (False: softmax CE + distillation)
-    T: float = 1.0  # targets sigmoid(old logit / T): 1 in the paper, 2 in van de Ven & Tolias's code
+    size: int | None = field(default=None, metadata={
+        "help": "exemplars; None: fill the memory budget (200 without one)",
+        "resolved": "capacity"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "exemplars per step; None: the training batch size", "resolved": "cfg.batch_size"})
+    lam: float = field(default=1.0, metadata={"help": "weight of the distillation term"})
+    nmc: bool = field(default=True, metadata={
+        "help": "classify by nearest mean of exemplars (False: the network's head)"})
+    bce: bool = field(default=True, metadata={
+        "help": "the paper's sigmoid BCE on every unit (False: softmax CE + distillation)"})
+    T: float = field(default=1.0, metadata={
+        "help": "targets sigmoid(old logit / T): 1 in the paper, 2 in van de Ven & Tolias's code"})
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 1:

@@ -12,7 +12,7 @@ Selection is a reservoir over the stream (Vitter's Algorithm R, as in ``replay``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,18 @@ from .base import Batch, Plan, Strategy
 
 @dataclass(frozen=True)
 class LatentParams:
-    layer: int = 0  # backbone modules below the stored activations (0: the normalised input)
-    bits: int = 8  # 8 or 4 bits per stored value
-    size: int | None = None  # exemplars; None: fill the memory budget (200 without one)
-    batch_size: int | None = None  # replayed rows per step; None: the training batch size
-    weight: float = 1.0  # weight of the replay loss
-    freeze_below: bool = True  # freeze the layers below `layer` after the first experience
+    layer: int = field(default=0, metadata={
+        "help": "backbone modules below the stored activations (0: the normalised input)"})
+    bits: int = field(default=8, metadata={"help": "8 or 4 bits per stored value"})
+    size: int | None = field(default=None, metadata={
+        "help": "exemplars; None: fill the memory budget (200 without one)",
+        "resolved": "capacity"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "replayed rows per step; None: the training batch size",
+        "resolved": "cfg.batch_size"})
+    weight: float = field(default=1.0, metadata={"help": "weight of the replay loss"})
+    freeze_below: bool = field(default=True, metadata={
+        "help": "freeze the layers below `layer` after the first experience"})
 
     def __post_init__(self) -> None:
         if self.layer < 0:

@@ -31,7 +31,7 @@ model, as in BiC).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,10 +45,12 @@ from .base import Plan, Strategy
 
 @dataclass(frozen=True)
 class LwFParams:
-    alpha: float = 1.0  # weight of the distillation term
-    T: float = 2.0  # distillation temperature
-    balance: bool = False  # weigh old against new by the experiences seen (van de Ven & Tolias)
-    pad: bool = False  # class scenario: distil over every unit, new classes' targets at 0
+    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term"})
+    T: float = field(default=2.0, metadata={"help": "distillation temperature"})
+    balance: bool = field(default=False, metadata={
+        "help": "weigh old against new by the experiences seen (van de Ven & Tolias)"})
+    pad: bool = field(default=False, metadata={
+        "help": "class scenario: distil over every unit, new classes' targets at 0"})
 
     def __post_init__(self) -> None:
         if not self.alpha >= 0:

@@ -20,7 +20,7 @@ paper's and the seed's per-sample definition.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,9 +32,11 @@ from .ewc import EWC, quadratic_penalty
 
 @dataclass(frozen=True)
 class MASParams:
-    lam: float = 1.0  # penalty strength lambda
-    samples: int = 0  # inputs of the experience used for the importance (0: all)
-    chunk: int = 64  # per-sample gradients computed at once (bounds temporary memory)
+    lam: float = field(default=1.0, metadata={"help": "penalty strength lambda"})
+    samples: int = field(default=0, metadata={
+        "help": "inputs of the experience used for the importance (0: all)"})
+    chunk: int = field(default=64, metadata={
+        "help": "per-sample gradients computed at once (bounds temporary memory)"})
 
     def __post_init__(self) -> None:
         if not self.lam >= 0:

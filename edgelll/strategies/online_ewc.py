@@ -15,7 +15,7 @@ Fisher code, sampling and penalty this class reuses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,10 +26,13 @@ from .ewc import EWC, _pad
 
 @dataclass(frozen=True)
 class OnlineEWCParams:
-    lam: float = 5000.0  # penalty strength lambda
-    gamma: float = 1.0  # decay of the running Fisher, 0 < gamma <= 1 (1: plain sum)
-    fisher_samples: int = 512  # samples of the experience used for the Fisher (0: all)
-    chunk: int = 64  # per-sample gradients computed at once (bounds temporary memory)
+    lam: float = field(default=5000.0, metadata={"help": "penalty strength lambda"})
+    gamma: float = field(default=1.0, metadata={
+        "help": "decay of the running Fisher, 0 < gamma <= 1 (1: plain sum)"})
+    fisher_samples: int = field(default=512, metadata={
+        "help": "samples of the experience used for the Fisher (0: all)"})
+    chunk: int = field(default=64, metadata={
+        "help": "per-sample gradients computed at once (bounds temporary memory)"})
 
     def __post_init__(self) -> None:
         if not self.lam >= 0:

@@ -13,7 +13,7 @@ the buffer takes every byte the fixed parts leave.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,9 +38,12 @@ def embed(model: torch.nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.T
 
 @dataclass(frozen=True)
 class ReplayParams:
-    size: int | None = None  # exemplars; None: fill the memory budget (200 without one)
-    batch_size: int | None = None  # exemplars per step; None: the training batch size
-    policy: str = "reservoir"  # reservoir | balanced | herding
+    size: int | None = field(default=None, metadata={
+        "help": "exemplars; None: fill the memory budget (200 without one)",
+        "resolved": "capacity"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "exemplars per step; None: the training batch size", "resolved": "cfg.batch_size"})
+    policy: str = field(default="reservoir", metadata={"help": "reservoir | balanced | herding"})
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 1:

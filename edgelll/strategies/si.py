@@ -27,7 +27,7 @@ the task scenario (5000 in the class scenario, 50000 in the domain scenario); se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,8 +38,9 @@ from .ewc import _pad, quadratic_penalty
 
 @dataclass(frozen=True)
 class SIParams:
-    c: float = 10.0  # penalty strength c
-    xi: float = 0.1  # damping xi > 0 of the importance's denominator
+    c: float = field(default=10.0, metadata={"help": "penalty strength c"})
+    xi: float = field(default=0.1, metadata={
+        "help": "damping xi > 0 of the importance's denominator"})
 
     def __post_init__(self) -> None:
         if not self.c >= 0:

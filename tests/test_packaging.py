@@ -1,0 +1,44 @@
+"""pyproject.toml: what setuptools warned about (a licence table, a data folder not listed as a
+package), and the supported Python the README states."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    req = next(r for r in PYPROJECT["build-system"]["requires"] if r.startswith("setuptools"))
+    assert int(re.search(r">=\s*(\d+)", req).group(1)) >= 77  # SPDX strings need setuptools 77
+
+
+def test_every_listed_package_exists_and_every_package_folder_is_listed():
+    tool = PYPROJECT["tool"]["setuptools"]
+    dirs = tool["package-dir"]
+
+    def folder(package: str) -> Path:
+        for prefix in sorted(dirs, key=len, reverse=True):
+            if package == prefix or package.startswith(prefix + "."):
+                rest = package[len(prefix):].lstrip(".").replace(".", "/")
+                return ROOT / dirs[prefix] / rest
+        return ROOT / package.replace(".", "/")
+
+    listed = set(tool["packages"])
+    for package in listed:
+        assert folder(package).is_dir(), f"{package} is listed but {folder(package)} does not exist"
+    for prefix in dirs:
+        for sub in folder(prefix).rglob("*"):
+            if sub.is_dir() and not sub.name.startswith((".", "__")) and any(sub.iterdir()):
+                name = prefix + "." + ".".join(sub.relative_to(folder(prefix)).parts)
+                assert name in listed, f"{sub} ships files but {name} is not in packages"
+
+
+def test_readme_states_the_python_pyproject_requires():
+    required = PYPROJECT["project"]["requires-python"]
+    assert required == ">=3.11"  # tomllib, and the only Python with torch wheels here
+    assert "Python 3.11+" in (ROOT / "README.md").read_text()
