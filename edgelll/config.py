@@ -282,8 +282,7 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
 def check(cfg: LearnConfig) -> None:
     """Refuse a config that cannot run, with one line saying what to change."""
     for name, allowed in (("stream", STREAMS), ("scenario", SCENARIOS), ("optimizer", OPTIMIZERS),
-                          ("optimizer_state", OPTIMIZER_STATES), ("device", DEVICES),
-                          ("layout", LAYOUTS)):
+                          ("optimizer_state", OPTIMIZER_STATES), ("layout", LAYOUTS)):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(unknown_name(name, getattr(cfg, name), allowed))
     if cfg.device not in DEVICES:  # a device profile's name gets a line of its own

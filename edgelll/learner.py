@@ -341,6 +341,7 @@ class Learner:
         # Forward and backward cost 3 forward passes a row; a step without backward costs one.
         flops_per_row = (3 if opt is not None else 1) * self.probe.forward_flops
         steps = flops = 0
+        loss = None
         loss_sum = torch.zeros((), device=self.device)
         model.train()
         while steps < total:
@@ -364,15 +365,18 @@ class Learner:
                 steps += 1
                 flops += step_flops
                 if steps % 25 == 0:
-                    self.reporter.advance(25, loss.item() if loss is not None and self.reporter.console
-                                          else None)
+                    self.reporter.advance(25, self._shown(loss))
         if steps % 25:
-            self.reporter.advance(steps % 25, None)
+            self.reporter.advance(steps % 25, self._shown(loss))
         mean_loss = (loss_sum / max(1, steps)).item()
         if not math.isfinite(mean_loss):
             raise EdgelllError(f"training diverged on experience {exp.index} (loss {mean_loss}); "
                                f"lower the learning rate (lr) or a strategy's lambda")
         return steps, flops, mean_loss
+
+    def _shown(self, loss: torch.Tensor | None) -> float | None:
+        """The loss for the progress display (a device sync, so only when something shows it)."""
+        return loss.item() if loss is not None and self.reporter.console else None
 
     def _step(self, model, opt, own: Batch, batch: Batch, closed_form: bool):
         """One training step; returns the detached loss, or None when nothing is trainable."""
