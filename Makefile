@@ -22,8 +22,10 @@ learn: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The benchmarks read MNIST from $(EDGELLL_DATA)/mnist.npz: make bench EDGELLL_DATA=~/data
 bench: $(STAMP)
-	$(BIN)/python benchmarks/split_mnist.py
+	@test -n "$(EDGELLL_DATA)" || { echo "error: set EDGELLL_DATA to the folder holding mnist.npz (make bench EDGELLL_DATA=~/data)" >&2; exit 2; }
+	$(BIN)/python benchmarks/split_mnist.py --data $(EDGELLL_DATA)/mnist.npz
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,7 +10,11 @@ Split MNIST tables on Fashion-MNIST. Every run is a whole
 interrupted sweep continues where it stopped. The table gives mean and standard deviation over
 seeds beside the published number and the difference.
 
-    python benchmarks/published.py --table split-class --seeds 0,1,2
+The data come from ``--data DIR``, by default the folder ``$EDGELLL_DATA``: it holds
+``mnist.npz`` and ``fashion_mnist.npz`` (``x_train, y_train, x_test, y_test``), or in their place
+folders ``mnist/`` and ``fashion_mnist/`` of the four official IDX files. Nothing is downloaded.
+
+    python benchmarks/published.py --data ~/data --table split-class --seeds 0,1,2
     python benchmarks/published.py --table all --seeds 0,1,2 --jobs 2
     python benchmarks/published.py --table all --report
 """
@@ -28,7 +32,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+DATA_ENV = "EDGELLL_DATA"  # the folder holding mnist.npz and fashion_mnist.npz (or IDX folders)
+DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion_mnist"}  # edgelll's name: file stem
 OUT = HERE / "out" / "published"
 
 SPLIT = ["--stream", "split", "--tasks", "5", "--model", "mlp", "--set", "model.hidden=400,400",
@@ -74,8 +79,8 @@ def methods(scenario: str) -> dict[str, list[str]]:
     }
 
 
-# Published numbers (../shared/REFERENCES.md): van de Ven & Tolias 2019 Table 4 (class and task),
-# Hsu et al. 2018 (naive rehearsal and GEM: task / domain / class).
+# Published numbers: van de Ven & Tolias 2019 Table 4 (class and task), Hsu et al. 2018 (naive
+# rehearsal and GEM: task / domain / class), Chaudhry et al. 2019 (A-GEM; Permuted MNIST).
 PUBLISHED = {
     "split-class": {"none": 19.90, "ewc": 20.01, "online-ewc": 19.96, "si": 19.99, "lwf": 23.85,
                     "dgr": 90.79, "dgr+distill": 91.79, "icarl": 94.57, "rehearsal-hsu": 90.78,
@@ -87,8 +92,33 @@ PUBLISHED = {
 }
 
 
-def tables(only: str) -> dict[str, list[tuple[str, list[str]]]]:
-    mnist, fashion = f"mnist={DATA / 'mnist.npz'}", f"fashion-mnist={DATA / 'fashion_mnist.npz'}"
+def data_path(folder: str, name: str) -> Path:
+    """Where ``folder`` keeps data set ``name``: its ``.npz`` if there is one, else its IDX folder."""
+    stem = Path(folder).expanduser() / DATASETS[name]
+    npz = stem.with_name(stem.name + ".npz")
+    return stem if stem.is_dir() and not npz.exists() else npz
+
+
+def check_data(folder: str, names: set[str]) -> None:
+    """Exit with one line (code 2, as edgelll does for bad input) when a data set is not there."""
+    if not folder:
+        fail(f"no data folder: pass --data DIR or set {DATA_ENV} to the folder holding mnist.npz "
+             "and fashion_mnist.npz (see the README, Getting MNIST and Fashion-MNIST)")
+    for name in sorted(names):
+        path = data_path(folder, name)
+        if not path.exists():
+            fail(f"{path} does not exist; {name} goes in {Path(folder).expanduser()} as "
+                 f"{DATASETS[name]}.npz or a folder {DATASETS[name]}/ of its four IDX files")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def tables(only: str, folder: str) -> dict[str, list[tuple[str, list[str]]]]:
+    mnist = f"mnist={data_path(folder, 'mnist')}"
+    fashion = f"fashion-mnist={data_path(folder, 'fashion-mnist')}"
     out = {}
     for scenario in ("class", "task", "domain"):
         names = [m for m in methods(scenario) if KEEP[scenario] is None or m in KEEP[scenario]]
@@ -108,7 +138,7 @@ def tables(only: str) -> dict[str, list[tuple[str, list[str]]]]:
         return out
     unknown = [t for t in only.split(",") if t not in out]
     if unknown:
-        sys.exit(f"unknown table {unknown[0]!r}; choose from all, {', '.join(out)}")
+        fail(f"unknown table {unknown[0]!r}; choose from all, {', '.join(out)}")
     return {t: out[t] for t in only.split(",")}
 
 
@@ -185,14 +215,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at once, each on its own threads")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
     ap.add_argument("--report", action="store_true", help="only print the tables of finished runs")
+    ap.add_argument("--data", metavar="DIR", default=os.environ.get(DATA_ENV, ""),
+                    help=f"folder holding mnist.npz and fashion_mnist.npz (default: ${DATA_ENV})")
     args = ap.parse_args()
     edgelll = shutil.which("edgelll") or sys.exit("edgelll is not installed (make install)")
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = set(filter(None, args.methods.split(",")))
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     todo = {table: [(m, cli) for m, cli in experiments if not wanted or m in wanted]
-            for table, experiments in tables(args.table).items()}
-    if not args.report:
+            for table, experiments in tables(args.table, args.data).items()}
+    if not args.report:  # the report reads finished run directories only
+        check_data(args.data, {"fashion-mnist" if t.startswith("fashion") else "mnist"
+                               for t, experiments in todo.items() if experiments})
         jobs = [(table, m, cli, seed) for table, experiments in todo.items()
                 for seed in seeds for m, cli in experiments]
         # MNIST before Fashion-MNIST's first seed before its other seeds, and within each the

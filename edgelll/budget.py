@@ -146,9 +146,12 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
         total = sum(fixed.values())
         if total > cfg.memory:
             parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in fixed.items())
-            raise BudgetError(f"--memory {format_bytes(cfg.memory)} is too small: {parts} need "
-                              f"{format_bytes(total)}, {format_bytes(total - cfg.memory)} over; raise "
-                              f"--memory, use a smaller --model or --batch-size, or drop a strategy")
+            # Named as the setting and its option: Python callers and CLI users both read it.
+            over = format_bytes(total - cfg.memory)
+            raise BudgetError(f"memory (--memory) {format_bytes(cfg.memory)} is too small: {parts} "
+                              f"need {format_bytes(total)}, {over} over; raise memory, use a "
+                              f"smaller model or batch_size (--model, --batch-size), or drop a "
+                              f"strategy")
         for s in knobs:  # each knob takes what is left after the ones before it
             s.fit_budget(plan, cfg.memory - sum(fixed.values()))
             fixed[f"strategy:{s.name}"] = s.planned_bytes(plan)

@@ -83,6 +83,17 @@ def test_budget_too_small_is_refused_naming_components():
     assert "\n" not in msg
 
 
+def test_budget_message_names_the_setting_for_python_and_cli_callers():
+    # A Python caller passed resolve({"memory": ...}); a CLI user passed --memory: both must
+    # recognise what to change.
+    with pytest.raises(BudgetError) as err:
+        Learner(_cfg(memory=100_000))
+    msg = str(err.value)
+    assert msg.startswith("memory (--memory) 97.66 KiB is too small")
+    for hint in ("raise memory", "batch_size", "--batch-size", "model", "--model"):
+        assert hint in msg
+
+
 def test_independent_counts_every_member():
     result = Learner(_cfg(strategies=["independent"], scenario="task", model_args={"hidden": (16,)})).run()
     member = (64 * 16 + 16 + 16 * 2 + 2) * 4
