@@ -11,12 +11,13 @@ import dataclasses
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, unknown_name
+from .values import (MAX_COUNT, check_number, coerce, format_bytes, is_none,  # noqa: F401
+                     parse_size)
 
 STREAMS = ("split", "permuted", "rotated")
 SCENARIOS = ("class", "task", "domain")
@@ -24,40 +25,6 @@ OPTIMIZERS = ("adam", "sgd")
 OPTIMIZER_STATES = ("auto", "keep", "reset")
 DEVICES = ("auto", "cpu", "cuda")
 LAYOUTS = ("auto", "nchw", "nhwc")
-# Counts (tasks, epochs, batch sizes, steps) above this are refused: torch and numpy take 32-bit
-# sizes in places, and no edge run needs more.
-MAX_COUNT = 2**31 - 1
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "k": 2**10, "m": 2**20, "g": 2**30,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """Bytes from ``4MiB``, ``512KiB``, ``1.5MB`` or a plain integer (KB/MB are powers of 1000)."""
-    if text is None:
-        return None
-    if isinstance(text, bool):
-        raise ConfigError(f"cannot read the size {text!r}; write it like 4MiB, 512KiB, 1.5MB or 65536")
-    if isinstance(text, int):
-        if text < 1:
-            raise ConfigError(f"size {text!r} is less than one byte")
-        return text
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(f"cannot read the size {text!r}; write it like 4MiB, 512KiB, 1.5MB or 65536")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value < 1:
-        raise ConfigError(f"size {text!r} is less than one byte")
-    return int(value)
-
-
-def format_bytes(n: int | float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
-
-
 @dataclass(frozen=True)
 class LearnConfig:
     """Everything a learning run needs; library functions take this, never CLI types."""
@@ -105,73 +72,6 @@ class LearnConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(LearnConfig)}
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Turn a value from a file or ``--set`` into the type of its default."""
-    try:
-        if isinstance(value, str) and not isinstance(default, str):
-            value = _parse_literal(value)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError
-            return value
-        if isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError
-            return float(value)
-        if isinstance(default, tuple):
-            items = value if isinstance(value, (list, tuple)) else [value]
-            items = [_parse_literal(v) if isinstance(v, str) else v for v in items]
-            if default:  # every item like the default's (e.g. widths are ints)
-                return tuple(_coerce(name, v, default[0]) for v in items)
-            return tuple(items)
-        return value
-    except ValueError:
-        raise ConfigError(f"{name} must be like {default!r}, got {value!r}") from None
-
-
-def check_number(name: str, value: Any) -> None:
-    """Refuse a non-finite float or a whole number beyond :data:`MAX_COUNT` (also inside a tuple,
-    e.g. widths) in a model or strategy parameter, before it reaches an allocation or a cast."""
-    for v in value if isinstance(value, (tuple, list)) else (value,):
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{name} must be a finite number, got {v}")
-        if isinstance(v, int) and abs(v) > MAX_COUNT:
-            shown = v if abs(v) < 10**15 else f"{float(v):.3g}"
-            raise ConfigError(f"{name} must be at most {MAX_COUNT} in size, got {shown}")
-
-
-def _parse_literal(text: str) -> Any:
-    text = text.strip()
-    if "," in text:
-        return tuple(_parse_literal(t) for t in text.split(",") if t.strip())
-    low = text.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null", "auto"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _is_none(value: Any) -> bool:
-    """None, or text that reads as None (none, None, null, auto) in a file or ``--set``."""
-    return value is None or (isinstance(value, str) and _parse_literal(value) is None)
 
 
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
@@ -246,22 +146,22 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         if key == "memory":
             values[key] = parse_size(value)
         elif key in ("compute_steps", "threads", "steps", "freeze_backbone_after"):
-            values[key] = None if _is_none(value) else _coerce(key, value, 0)
+            values[key] = None if is_none(value) else coerce(key, value, 0)
         elif key == "compute_flops":
-            values[key] = None if _is_none(value) else _coerce(key, value, 0.0)
+            values[key] = None if is_none(value) else coerce(key, value, 0.0)
         elif key == "strategies":
             if not isinstance(value, (str, list, tuple)):
                 raise ConfigError(f"strategies must be a name or a list of names, got {value!r}")
             items = [value] if isinstance(value, str) else list(value)
             values[key] = tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())
         else:
-            values[key] = _coerce(key, value, default)
+            values[key] = coerce(key, value, default)
     cfg_model = values.get("model", base.model)
     defaults = model_params(cfg_model)
     for key in model_args:
         if key not in defaults:
             raise ConfigError(unknown_name(f"parameter of model {cfg_model!r}", key, defaults))
-    values["model_args"] = {k: _coerce(f"model.{k}", v, defaults[k]) for k, v in model_args.items()}
+    values["model_args"] = {k: coerce(f"model.{k}", v, defaults[k]) for k, v in model_args.items()}
     for k, v in values["model_args"].items():
         check_number(f"model.{k}", v)
     names = values.get("strategies", base.strategies)

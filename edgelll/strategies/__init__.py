@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ConfigError, unknown_name
+from ..values import check_number, coerce
 from .base import Batch, Context, Plan, Strategy
 
 
@@ -34,7 +35,6 @@ STRATEGIES: dict[str, type[Strategy]] = _discover()
 
 def strategy_params(name: str, raw: dict) -> dict:
     """Check ``raw`` settings against the strategy's parameters; return all of them, resolved."""
-    from ..config import _coerce, check_number
 
     cls = STRATEGIES[name]
     fields = {f.name: f for f in dataclasses.fields(cls.Params)}
@@ -51,7 +51,7 @@ def strategy_params(name: str, raw: dict) -> dict:
                 raise ConfigError(f"{name}.{key} must be a whole number or auto, got {value!r}")
             values[key] = int(float(value))
         else:
-            values[key] = _coerce(f"{name}.{key}", value, default)
+            values[key] = coerce(f"{name}.{key}", value, default)
         check_number(f"{name}.{key}", values[key])  # inf, nan, 1e99: refused before training
     params = cls.Params(**values)  # __post_init__ checks ranges
     return dataclasses.asdict(params)
