@@ -29,6 +29,7 @@ from .config import LearnConfig
 from .data import Dataset, from_arrays, load_dataset
 from .errors import CheckpointError, ConfigError, EdgelllError
 from .models import create_model, rebuild
+from .optim import SGD, Adam
 from .report import Reporter
 from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
@@ -69,15 +70,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(cfg: LearnConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: LearnConfig, model: nn.Module) -> Adam | SGD:
+    """edgelll's Adam or SGD: torch's results bit for bit, without importing torch._dynamo."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return Adam(params, lr=cfg.lr)
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def carry_optimizer_state(old: torch.optim.Optimizer, old_names: dict[str, nn.Parameter],
-                          new: torch.optim.Optimizer, model: nn.Module) -> None:
+def carry_optimizer_state(old: Adam | SGD, old_names: dict[str, nn.Parameter],
+                          new: Adam | SGD, model: nn.Module) -> None:
     """Give ``new`` the per-parameter state ``old`` held (Adam's moments and step, SGD's momentum).
 
     A parameter still the same tensor keeps its state as it was; one replaced under the same name
