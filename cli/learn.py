@@ -49,6 +49,7 @@ def learn_command(
     config: Annotated[Optional[Path], Opt(help="TOML or JSON file of settings (same keys as config.json)")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for any setting, model or strategy parameter, e.g. replay.size=2000")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bars or summary")] = False,
+    plot: Annotated[str, Opt(help="when accuracy.png is drawn: background (a detached process; the run ends without waiting for matplotlib) | inline | none")] = "background",
     debug: Annotated[bool, Opt("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Train a model on a stream of tasks, one after another, without forgetting."""
@@ -76,4 +77,4 @@ def learn_command(
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
     console = None if quiet else Console(stderr=False)
-    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=Reporter(console))
+    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=Reporter(console), plot=plot)

@@ -17,6 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,9 @@ from .runs import (checkpoint_path, create_run_dir, latest_checkpoint, load_chec
                    remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Strategy, create_strategy
 from .streams import Experience, Stream, make_stream
+
+if TYPE_CHECKING:  # imported when used: `python -m edgelll.plot_job` must not find it loaded
+    from .plot_job import PlotJob
 
 
 @dataclass
@@ -60,6 +64,7 @@ class RunResult:
     run_dir: Path | None
     model: nn.Module = field(repr=False)
     strategies: list[Strategy] = field(repr=False)
+    plot: PlotJob | None = field(default=None, repr=False)  # .wait() for accuracy.png
 
 
 def resolve_device(name: str) -> torch.device:
@@ -269,11 +274,11 @@ class Learner:
             raise ConfigError(f"run {self.run_dir} is already complete; nothing to resume")
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self, plot: str = "inline") -> RunResult:
         start = time.perf_counter()
         while self.next_experience < len(self.stream):
             self.learn_experience(self.stream.experiences[self.next_experience])
-        return self.result(time.perf_counter() - start)
+        return self.result(time.perf_counter() - start, plot)
 
     def learn_experience(self, exp: Experience) -> None:
         cfg, ctx, t0 = self.cfg, self.ctx, time.perf_counter()
@@ -410,18 +415,19 @@ class Learner:
         write_json(self.run_dir / "metrics.json", m)
         _write_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
-    def result(self, seconds: float) -> RunResult:
-        m = self.metrics(seconds)
+    def result(self, seconds: float, plot: str = "inline") -> RunResult:
+        """Write the final metrics and the plot (``plot``: inline | background | none, see
+        :mod:`edgelll.plot_job`), print the summary, and return the run's result."""
+        m, job = self.metrics(seconds), None
         if self.run_dir is not None:
             write_json(self.run_dir / "metrics.json", m)
-            from .plots import save_accuracy_plot
-            save_accuracy_plot(self.acc, self.run_dir / "accuracy.png",
-                               title=f"{'+'.join(self.cfg.strategies)} on {self.stream.dataset_name} "
-                                     f"({self.cfg.stream}, {self.cfg.scenario} scenario)")
+            from .plot_job import draw_plot
+            job = draw_plot(self.run_dir, m, mode=plot, title=f"{'+'.join(self.cfg.strategies)} on "
+                            f"{self.stream.dataset_name} ({self.cfg.stream}, {self.cfg.scenario} scenario)")
         self.reporter.summary(m, m["memory_bytes"], self.run_dir)
         return RunResult(self.cfg, self.acc, self.random_acc,
                          {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve", "seconds")},
-                         m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies)
+                         m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies, job)
 
 
 def _write_csv(path: Path, acc: list[list[float]], n: int) -> None:
@@ -432,11 +438,15 @@ def _write_csv(path: Path, acc: list[list[float]], n: int) -> None:
 
 
 def learn(cfg: LearnConfig, data=None, run_dir: str | Path | None = None, resume: bool = False,
-          reporter: Reporter | None = None) -> RunResult:
+          reporter: Reporter | None = None, plot: str = "inline") -> RunResult:
     """Train on the stream ``cfg`` describes and return the accuracy matrix, metrics and memory.
 
     ``data`` may be a :class:`~edgelll.data.Dataset` or ``(x_train, y_train, x_test, y_test)``
     arrays; without it ``cfg.data`` is loaded. With ``run_dir`` the run writes its config,
-    checkpoints and metrics there; ``resume=True`` continues the run in ``run_dir``.
+    checkpoints and metrics there; ``resume=True`` continues the run in ``run_dir``. ``plot``
+    says when its ``accuracy.png`` is drawn: ``"inline"`` before returning, ``"background"`` by a
+    detached process (``result.plot.wait()`` waits for it), or ``"none"``.
     """
-    return Learner(cfg, data, run_dir, resume, reporter).run()
+    from .plot_job import check_plot_mode
+    check_plot_mode(plot)  # before training, not after it
+    return Learner(cfg, data, run_dir, resume, reporter).run(plot)
