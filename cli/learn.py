@@ -106,6 +106,7 @@ def learn_command(
     config: Annotated[Optional[Path], Opt(help="TOML or JSON file of settings (same keys as config.json)")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for any setting, model or strategy parameter, e.g. replay.size=2000")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress or summary; only the run directory, as one line on stderr")] = False,
+    plot: Annotated[str, Opt(help="when accuracy.png is drawn: background (a detached process; the run ends without waiting for matplotlib) | inline | none")] = "background",
     debug: Annotated[bool, Opt("--debug", help="show the traceback on errors")] = False,
 ) -> None:
     """Train a model on a stream of tasks, one after another, without forgetting."""
@@ -131,4 +132,4 @@ def learn_command(
     reporter = (Reporter(None, announce=sys.stderr) if quiet
                 else Reporter(Console(stderr=False), interval=_progress_interval()))
     RUN["dir"] = run_dir
-    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=reporter)
+    learn(cfg, run_dir=run_dir, resume=resume is not None, reporter=reporter, plot=plot)

@@ -67,7 +67,7 @@ def optimizer_state_bytes(trainable: list[torch.Tensor], optimizer: str, momentu
     return size if momentum > 0 else 0
 
 
-def measure_memory(model: nn.Module, optimizer: torch.optim.Optimizer | None,
+def measure_memory(model: nn.Module, optimizer,
                    strategies: list[Strategy], activation_bytes: int) -> dict[str, int]:
     """The learner's state now, from the tensors themselves."""
     params = list(model.parameters())

@@ -13,7 +13,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError, unknown_name
 from .values import (MAX_COUNT, check_number, coerce, format_bytes, is_none,  # noqa: F401

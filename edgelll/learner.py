@@ -21,6 +21,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,8 @@ from .errors import CheckpointError, ConfigError, EdgelllError
 from .evaluation import autocast, evaluate_all
 from .models import create_model, rebuild
 from .models.preprocess import dtype_name
-from .plots import save_run_plot, write_acc_csv
+from .optim import SGD, Adam
+from .plots import run_title, write_acc_csv
 from .report import Reporter, planned_steps
 from .guards import check_model, check_plan
 from .resume import check_checkpoint, elapsed_before, same_config
@@ -44,6 +46,9 @@ from .runs import (RunLock, checkpoint_path, create_run_dir, latest_checkpoint, 
                    remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Context, Strategy, create_strategy
 from .streams import Experience, Stream, make_stream
+
+if TYPE_CHECKING:  # imported when used: `python -m edgelll.plot_job` must not find it loaded
+    from .plot_job import PlotJob
 
 
 @dataclass
@@ -57,6 +62,7 @@ class RunResult:
     run_dir: Path | None
     model: nn.Module = field(repr=False)
     strategies: list[Strategy] = field(repr=False)
+    plot: PlotJob | None = field(default=None, repr=False)  # .wait() for accuracy.png
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,19 +73,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(cfg: LearnConfig, model: nn.Module) -> torch.optim.Optimizer | None:
-    """The run's optimiser over the trainable parameters; None when nothing is trainable (a
-    frozen backbone under a closed-form head), and then no step takes a backward pass."""
+def make_optimizer(cfg: LearnConfig, model: nn.Module) -> Adam | SGD | None:
+    """edgelll's Adam or SGD over the trainable parameters (torch's results bit for bit, without
+    importing torch._dynamo); None when nothing is trainable (a frozen backbone under a
+    closed-form head), and then no step takes a backward pass."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return None
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return Adam(params, lr=cfg.lr)
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def carry_optimizer_state(old: torch.optim.Optimizer, old_names: dict[str, nn.Parameter],
-                          new: torch.optim.Optimizer, model: nn.Module) -> None:
+def carry_optimizer_state(old: Adam | SGD, old_names: dict[str, nn.Parameter],
+                          new: Adam | SGD, model: nn.Module) -> None:
     """Give ``new`` the per-parameter state ``old`` held (Adam's moments and step, SGD's momentum).
 
     A parameter still the same tensor keeps its state as it was; one replaced under the same name
@@ -186,7 +193,7 @@ class Learner:
         self.acc: list[list[float]] = []
         self.stats: list[dict] = []
         self.peak_memory: dict[str, int] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: Adam | SGD | None = None
         self.next_experience = 0
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.lock: RunLock | None = None  # held while this learner writes in run_dir
@@ -267,13 +274,13 @@ class Learner:
         write_acc_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self, plot: str = "inline") -> RunResult:
         start = self._run_start = time.perf_counter()
         self.reporter.before_training(planned_steps(self.cfg, self.stream, self.next_experience),
                                       len(self.stream) - self.next_experience)
         while self.next_experience < len(self.stream):
             self.learn_experience(self.stream.experiences[self.next_experience])
-        return self.result(self.elapsed_before + time.perf_counter() - start)
+        return self.result(self.elapsed_before + time.perf_counter() - start, plot)
 
     def learn_experience(self, exp: Experience) -> None:
         cfg, ctx, t0 = self.cfg, self.ctx, time.perf_counter()
@@ -435,15 +442,21 @@ class Learner:
         write_json(self.run_dir / "metrics.json", m)
         write_acc_csv(self.run_dir / "acc_matrix.csv", self.acc, len(self.stream))
 
-    def result(self, seconds: float) -> RunResult:
-        m = self.metrics(seconds)
+    def result(self, seconds: float, plot: str = "inline") -> RunResult:
+        """Write the final metrics and the plot (``plot``: inline | background | none, see
+        :mod:`edgelll.plot_job`), print the summary, and return the run's result."""
+        m, job = self.metrics(seconds), None
         if self.run_dir is not None:
             write_json(self.run_dir / "metrics.json", m)
-            save_run_plot(self.run_dir, self.acc, self.cfg, self.stream)
+            from .plot_job import draw_plot
+            classes = [list(e.classes) for e in self.stream.experiences]
+            job = draw_plot(self.run_dir, m, mode=plot, title=run_title(
+                self.cfg.strategies, self.stream.dataset_name, self.cfg.stream, self.cfg.scenario,
+                self.acc, classes))
         self.reporter.summary(m, m["memory_bytes"], self.run_dir)
         return RunResult(self.cfg, self.acc, self.random_acc,
                          {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve", "seconds")},
-                         m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies)
+                         m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies, job)
 
 
 def new_model(cfg: LearnConfig, stream: Stream) -> nn.Module:
@@ -460,11 +473,15 @@ def new_model(cfg: LearnConfig, stream: Stream) -> nn.Module:
 
 
 def learn(cfg: LearnConfig, data=None, run_dir: str | Path | None = None, resume: bool = False,
-          reporter: Reporter | None = None) -> RunResult:
+          reporter: Reporter | None = None, plot: str = "inline") -> RunResult:
     """Train on the stream ``cfg`` describes and return the accuracy matrix, metrics and memory.
 
     ``data`` may be a :class:`~edgelll.data.Dataset` or ``(x_train, y_train, x_test, y_test)``
     arrays; without it ``cfg.data`` is loaded. With ``run_dir`` the run writes its config,
-    checkpoints and metrics there; ``resume=True`` continues the run in ``run_dir``.
+    checkpoints and metrics there; ``resume=True`` continues the run in ``run_dir``. ``plot``
+    says when its ``accuracy.png`` is drawn: ``"inline"`` before returning, ``"background"`` by a
+    detached process (``result.plot.wait()`` waits for it), or ``"none"``.
     """
-    return Learner(cfg, data, run_dir, resume, reporter).run()
+    from .plot_job import check_plot_mode
+    check_plot_mode(plot)  # before training, not after it
+    return Learner(cfg, data, run_dir, resume, reporter).run(plot)

@@ -135,13 +135,6 @@ def save_accuracy_plot(
     _atomic(Path(path), lambda tmp: _render(arr, tmp, title, list(labels)))
 
 
-def save_run_plot(run_dir: str | os.PathLike[str], R: ArrayLike, cfg, stream) -> None:
-    """``accuracy.png`` of a run: labels with each experience's classes, ACC in the title."""
-    classes = [list(e.classes) for e in stream.experiences]
-    title = run_title(cfg.strategies, stream.dataset_name, cfg.stream, cfg.scenario, R, classes)
-    save_accuracy_plot(R, Path(run_dir) / "accuracy.png", title, experience_labels(classes))
-
-
 def acc_csv_text(R: ArrayLike, n: int) -> str:
     """``acc_matrix.csv``: R as fractions in 0..1 (as in metrics.json), experiences numbered
     from 1 in the header and in the first column, every cell kept (FWT reads j > i)."""

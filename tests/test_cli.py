@@ -51,6 +51,8 @@ def learn(*args, quiet: bool = True):
         base += ["--epochs", "1"]
     if "--resume" in args:
         base = []
+    if "--plot" not in args:  # drawn before exit, so a test sees the run directory complete
+        base += ["--plot", "inline"]
     return invoke("learn", *base, *args, *(["--quiet"] if quiet else []))
 
 

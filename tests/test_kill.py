@@ -13,7 +13,7 @@ import torch
 from edgelll.runs import load_checkpoint
 
 ARGS = ["learn", "--quiet", "--epochs", "25", "--threads", "1", "-s", "replay", "-s", "ewc",
-        "--set", "ewc.fisher_samples=128"]
+        "--set", "ewc.fisher_samples=128", "--plot", "none"]
 
 
 def _cli(*args):
@@ -46,7 +46,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         load_checkpoint(path)  # every finished checkpoint is whole
     json.loads((cut / "metrics.json").read_text())
 
-    subprocess.run(_cli("learn", "--quiet", "--resume", str(cut)), check=True, timeout=300)
+    # --plot inline: the plot is whole before the check for leftover temporary files below
+    subprocess.run(_cli("learn", "--quiet", "--plot", "inline", "--resume", str(cut)), check=True,
+                   timeout=300)
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((cut / "metrics.json").read_text())
     assert b["complete"] and a["acc_matrix"] == b["acc_matrix"]

@@ -4,12 +4,11 @@ untrained cells blank, final ACC and classes in the title (edgelll/plots.py)."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 
-from edgelll.plots import (acc_csv_text, experience_labels, figure, heat_cells, run_title,
-                           save_run_plot)
+from edgelll.plot_job import render
+from edgelll.plots import acc_csv_text, experience_labels, figure, heat_cells, run_title
 
 R = [[0.9, 0.1, 0.2], [0.8, 0.7, 0.3], [0.6, 0.5, 0.4]]
 
@@ -57,10 +56,8 @@ def test_csv_numbers_experiences_from_one():
     assert [float(v) for v in lines[2].split(",")[1:]] == R[1]
 
 
-def test_save_run_plot_writes_png(tmp_path):
-    stream = SimpleNamespace(dataset_name="toy",
-                             experiences=[SimpleNamespace(classes=(c, c + 1)) for c in (0, 2, 4)])
-    cfg = SimpleNamespace(strategies=("replay",), stream="split", scenario="class")
-    save_run_plot(tmp_path, R, cfg, stream)
+def test_a_runs_plot_is_drawn_from_its_metrics_alone(tmp_path):
+    metrics = {"acc_matrix": R, "experiences": [{"classes": [c, c + 1]} for c in (0, 2, 4)]}
+    render(metrics, tmp_path / "accuracy.png", "replay on toy")
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["accuracy.png"]

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..batch import Batch
 from ..errors import ConfigError
 from ..models import BiasHead
+from ..optim import SGD, Adam  # torch.optim would import torch._dynamo (about 1 s)
 from .base import Plan, Strategy
 
 LABEL_BYTES = 4  # int16 label + int16 task id per stored validation sample
@@ -125,8 +126,8 @@ class BiC(Strategy):
         pair = [bias.alpha, bias.beta]
         for p in pair:
             p.requires_grad_(True)
-        opt = (torch.optim.Adam(pair, lr=self.params.lr) if self.params.optimizer == "adam"
-               else torch.optim.SGD(pair, lr=self.params.lr))
+        opt = (Adam(pair, lr=self.params.lr) if self.params.optimizer == "adam"
+               else SGD(pair, lr=self.params.lr))
         for _ in range(self.params.epochs):
             perm = torch.randperm(len(y), generator=ctx.generator).to(y.device)
             for start in range(0, len(y), bs):

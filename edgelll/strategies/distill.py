@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..kd import frozen, kd_loss, model_state, model_tensors, rebuild_from
 from ..evaluation import evaluate_all
 from ..models import create_model, model_params, rebuild
+from ..optim import Adam  # torch.optim would import torch._dynamo (about 1 s)
 from ..runs import checkpoint_path, load_checkpoint
 from .base import Plan, Strategy
 
@@ -81,7 +82,7 @@ class Distill(Strategy):
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self.teacher: torch.nn.Module | None = None
-        self.opt: torch.optim.Optimizer | None = None  # the teacher's, when trained alongside
+        self.opt: Adam | None = None  # the teacher's, when trained alongside
         self.teacher_acc: list[list[float]] = []
         self.student_acc: list[list[float]] = []
         self.sizes: dict = {}  # parameter counts and bytes of both, for the report
@@ -158,7 +159,7 @@ class Distill(Strategy):
             grew = self.teacher.adapt(exp)
         if grew or self.opt is None:
             self.teacher.to(ctx.device)
-            self.opt = torch.optim.Adam(self.teacher.parameters(), lr=ctx.cfg.lr)
+            self.opt = Adam(self.teacher.parameters(), lr=ctx.cfg.lr)
 
     def extra_loss(self, ctx, batch, logits):
         x, t_ids = batch.x, batch.t
@@ -223,5 +224,5 @@ class Distill(Strategy):
         if state["teacher"] is not None:
             t = state["teacher"]
             self.teacher = rebuild_from(t["spec"], dict(t["state"]))
-            self.opt = torch.optim.Adam(self.teacher.parameters(), lr=1e-3)
+            self.opt = Adam(self.teacher.parameters(), lr=1e-3)
             self.opt.load_state_dict(state["opt"])  # restores the run's lr with the moments

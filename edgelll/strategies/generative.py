@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..kd import (frozen, frozen_copy, kd_loss, model_state, model_tensors, load_model_state,
                   widen_teacher)
 from ..models.vae import VAE, make_decoder, vae_sizes
+from ..optim import Adam  # torch.optim would import torch._dynamo (about 1 s)
 from .base import Batch, Plan, Strategy
 
 
@@ -73,7 +74,7 @@ class GenerativeReplay(Strategy):
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self.vae: VAE | None = None
-        self.opt: torch.optim.Adam | None = None
+        self.opt: Adam | None = None
         self.old_decoder: torch.nn.Module | None = None
         self.old_solver: torch.nn.Module | None = None
         self.lo = self.hi = None  # range of the stored data seen (the VAE's [0, 1])
@@ -108,7 +109,7 @@ class GenerativeReplay(Strategy):
                 torch.manual_seed(seed)
                 self.vae = VAE(ctx.stream.input_shape, self.params.hidden, self.params.latent)
             self.vae.to(ctx.device)
-            self.opt = torch.optim.Adam(self.vae.parameters(), lr=self.params.lr)
+            self.opt = Adam(self.vae.parameters(), lr=self.params.lr)
 
     def _to_stored(self, x01: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         lo, hi = self.old_range
@@ -195,7 +196,7 @@ class GenerativeReplay(Strategy):
             with torch.device("meta"):
                 self.vae = VAE(self.input_shape, p.hidden, p.latent)
             self.vae.load_state_dict(state["vae"], assign=True)
-            self.opt = torch.optim.Adam(self.vae.parameters(), lr=p.lr)
+            self.opt = Adam(self.vae.parameters(), lr=p.lr)
             self.opt.load_state_dict(state["opt"])
         if state["old_decoder"] is not None:
             with torch.device("meta"):
