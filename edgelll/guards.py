@@ -64,8 +64,8 @@ def check_model(cfg: LearnConfig, input_shape: tuple[int, ...], n_classes: int,
             model = create_model(cfg.model, input_shape, n_classes, multi_head=multi_head,
                                  **cfg.model_args)
             t = torch.zeros(1, dtype=torch.long) if multi_head else None
-            with torch.no_grad():
-                model(torch.zeros((1, *input_shape)), t)
+            with torch.no_grad():  # past the preprocessing: its meta kernels import torch._dynamo
+                model.forward_head(model.backbone(torch.zeros((1, *input_shape))), t)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (input shape {input_shape})") from None
     except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:

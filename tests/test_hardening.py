@@ -200,7 +200,7 @@ def test_a_torch_warning_does_not_add_lines_to_the_error(tmp_path, debug):
 def test_ctrl_c_names_the_real_run_directory(tmp_path, monkeypatch):
     from edgelll.learner import Learner
 
-    def stop(self):
+    def stop(self, *args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(Learner, "run", stop)
     result = _cli("learn", "--quiet", "-s", "naive", "--out", tmp_path / "r")

@@ -96,7 +96,8 @@ def test_a_killed_render_leaves_no_torn_png_and_can_be_redrawn(tmp_path):
     assert main([str(run), "redrawn"]) == 0
     _assert_whole_png(png)
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["accuracy.png", "acc_matrix.csv", "checkpoints", "config.json", "env.json", "metrics.json"])
+        [".lock", "accuracy.png", "acc_matrix.csv", "checkpoints", "config.json", "env.json",
+         "metrics.json"])
 
 
 def test_a_failed_render_is_reported_and_writes_nothing(tmp_path, capsys):
