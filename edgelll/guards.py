@@ -51,9 +51,20 @@ def _show(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+# What a model raises when its arguments do not fit the samples (checked by its first forward
+# pass, the learner's probe: a forward pass on the meta device would import torch._dynamo).
+SHAPE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError)
+
+
+def shape_error(cfg: LearnConfig, input_shape: tuple[int, ...], exc: BaseException) -> ConfigError:
+    reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return ConfigError(f"{_settings(cfg)} cannot take samples of shape {tuple(input_shape)} "
+                       f"({reason}); change those settings")
+
+
 def check_model(cfg: LearnConfig, input_shape: tuple[int, ...], n_classes: int,
                 multi_head: bool, device: torch.device | str = "cpu") -> None:
-    """Refuse a model that cannot take ``input_shape`` samples, has an empty layer, or whose
+    """Refuse a model that cannot be built for ``input_shape`` samples, has an empty layer, or whose
     parameters, gradients and optimizer state exceed the memory available on ``device``."""
     from .models import create_model
 
@@ -63,15 +74,10 @@ def check_model(cfg: LearnConfig, input_shape: tuple[int, ...], n_classes: int,
             warnings.simplefilter("ignore")  # e.g. "zero-element tensors": refused below instead
             model = create_model(cfg.model, input_shape, n_classes, multi_head=multi_head,
                                  **cfg.model_args)
-            t = torch.zeros(1, dtype=torch.long) if multi_head else None
-            with torch.no_grad():  # past the preprocessing: its meta kernels import torch._dynamo
-                model.forward_head(model.backbone(torch.zeros((1, *input_shape))), t)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (input shape {input_shape})") from None
-    except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ConfigError(f"{_settings(cfg)} cannot take samples of shape {input_shape} "
-                          f"({reason}); change those settings") from None
+    except SHAPE_ERRORS as exc:
+        raise shape_error(cfg, input_shape, exc) from None
     params = list(model.parameters())
     empty = [name for name, p in model.named_parameters() if p.numel() == 0]
     if empty:

@@ -40,7 +40,7 @@ from .models.preprocess import dtype_name
 from .optim import SGD, Adam
 from .plots import run_title, write_acc_csv
 from .report import Reporter, planned_steps
-from .guards import check_model, check_plan
+from .guards import SHAPE_ERRORS, check_model, check_plan, shape_error
 from .resume import check_checkpoint, elapsed_before, same_config
 from .runs import (RunLock, checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
@@ -178,8 +178,11 @@ class Learner:
         self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator)
         for s in self.strategies:
             s.setup(self.ctx)
-        self.probe = probe(self.model, first.x_test[:1], torch.zeros(1, dtype=torch.long,
-                                                                     device=self.device))
+        try:  # the model's first forward pass: arguments that do not fit the samples fail here
+            self.probe = probe(self.model, first.x_test[:1],
+                               torch.zeros(1, dtype=torch.long, device=self.device))
+        except SHAPE_ERRORS as exc:
+            raise shape_error(cfg, self.stream.input_shape, exc) from None
         with torch.random.fork_rng(devices=[]):
             self.planned, self.plan = plan_memory(self.model, self.stream, self.strategies, self.ctx,
                                                   cfg, self.probe.activation_bytes)
