@@ -31,7 +31,7 @@ METHODS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=DEFAULT_DATA, help="mnist.npz (default: $EDGELLL_DATA)")
+    ap.add_argument("--data", default=DEFAULT_DATA, help="mnist.npz (default: $EDGELLL_DATA/mnist.npz)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default=",".join(METHODS))
     args = ap.parse_args()
