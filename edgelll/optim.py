@@ -23,9 +23,13 @@ read the same to the learner's memory accounting and growth logic.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .config import LearnConfig
 
 # Group keys torch.optim writes in its state_dict; written the same so torch can load ours.
 _ADAM_FIXED = {"weight_decay": 0.0, "amsgrad": False, "maximize": False, "foreach": None,
@@ -182,3 +186,46 @@ class SGD(_Optimizer):
                 bufs[i] = g.detach().clone()
                 self.state[p] = {"momentum_buffer": bufs[i]}
         return bufs
+
+
+def make_optimizer(cfg: LearnConfig, model: nn.Module) -> Adam | SGD | None:
+    """edgelll's Adam or SGD over the trainable parameters (torch's results bit for bit, without
+    importing torch._dynamo); None when nothing is trainable (a frozen backbone under a
+    closed-form head), and then no step takes a backward pass."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None
+    if cfg.optimizer == "adam":
+        return Adam(params, lr=cfg.lr)
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def carry_optimizer_state(old: Adam | SGD, old_names: dict[str, nn.Parameter],
+                          new: Adam | SGD, model: nn.Module) -> None:
+    """Give ``new`` the per-parameter state ``old`` held (Adam's moments and step, SGD's momentum).
+
+    A parameter still the same tensor keeps its state as it was; one replaced under the same name
+    by a tensor grown along its first dimension (a head with more classes) keeps its old rows and
+    starts the new rows at zero with the shared step count, which is exactly what a fixed-size head
+    whose unused rows never had a gradient would hold (van de Ven & Tolias's setup). Any other
+    parameter starts fresh.
+    """
+    by_id = {id(p): p for p in old_names.values()}
+    for name, p in model.named_parameters():
+        q = by_id.get(id(p))
+        q = old_names.get(name) if q is None else q
+        if q is None or q not in old.state:
+            continue
+        state = {}
+        for key, value in old.state[q].items():
+            if not torch.is_tensor(value) or value.dim() == 0 or value.shape == p.shape:
+                state[key] = value.clone() if torch.is_tensor(value) else value
+            elif value.shape[1:] == p.shape[1:] and value.shape[0] < p.shape[0]:
+                grown = torch.zeros_like(p, dtype=value.dtype)
+                grown[: value.shape[0]] = value
+                state[key] = grown
+            else:
+                state = None
+                break
+        if state is not None:
+            new.state[p] = state
