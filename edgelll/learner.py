@@ -83,11 +83,6 @@ def _dataset(cfg: LearnConfig, data) -> Dataset:
     raise ConfigError("data must be a Dataset or (x_train, y_train, x_test, y_test) arrays")
 
 
-def _same_config(stored, cfg: LearnConfig) -> bool:
-    """True when a config dict from a run directory is ``cfg`` (see :func:`resume.same_config`)."""
-    return same_config(stored, cfg)
-
-
 def _rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -194,13 +189,13 @@ class Learner:
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"cannot read {self.run_dir / 'config.json'} ({exc})"
                                       .splitlines()[0]) from None
-            if not _same_config(stored, self.cfg):
+            if not same_config(stored, self.cfg):
                 raise CheckpointError(f"{self.run_dir / 'config.json'} holds a different config; "
                                       f"it cannot be resumed with this one")
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
             return
         ckpt = load_checkpoint(path, map_location=self.device)
-        if not _same_config(ckpt.get("config"), self.cfg):
+        if not same_config(ckpt.get("config"), self.cfg):
             raise CheckpointError(f"checkpoint {path} was written by a different config than "
                                   f"{self.run_dir / 'config.json'}; it cannot be resumed with it")
         check_checkpoint(ckpt, path, len(self.stream), self.stream.class_order, self.cfg.strategies)

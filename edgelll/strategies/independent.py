@@ -5,23 +5,17 @@ that grows with every task (counted honestly: every column's parameters are in t
 model's backbone becomes :class:`edgelll.models.Columns`, one column per task, and its head one
 block per column (``edgelll.models.BlockHead``) that reads only its own column's features: routed
 by task id in the task scenario, side by side (each task's classes a block of the global label
-space) in the class scenario.
+space) in the class scenario. The config refuses the domain scenario, which has neither.
 """
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .base import Strategy
 
 
 class Independent(Strategy):
     name = "independent"
     description = "a separate model per task (no forgetting, no transfer, memory grows)"
-
-    def setup(self, ctx) -> None:
-        if ctx.stream.scenario == "domain":
-            raise ConfigError("independent (one model per task) needs task ids or disjoint "
-                              "classes; use the task or class scenario")
 
     def adapt_model(self, ctx, model, exp):
         if model.columns is None:
