@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,export]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[train,test]'
 	touch $@
 
 install: $(STAMP)

@@ -69,8 +69,23 @@ def _interrupted() -> str:
     return "interrupted before the run began; nothing was written to resume"
 
 
+# Packages of the training install (pip install 'edgelll[train]') that a device install lacks.
+TRAIN_ONLY = {"torch": "PyTorch", "matplotlib": "matplotlib", "onnx": "the onnx package"}
+
+
+def _missing_training_package(exc: BaseException) -> str | None:
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and name in TRAIN_ONLY:
+        return (f"this command needs {TRAIN_ONLY[name]}, which this install lacks (a device "
+                f"install has only the runtime); install the training extra: "
+                f"pip install 'edgelll[train]'")
+    return None
+
+
 def _last_resort(exc: Exception) -> str:
     """One line for an exception no check foresaw, naming the path when the OS gave one."""
+    if (missing := _missing_training_package(exc)) is not None:
+        return missing
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     text = " ".join(str(exc).split())[:200] or "no message"

@@ -42,3 +42,28 @@ def test_readme_states_the_python_pyproject_requires():
     required = PYPROJECT["project"]["requires-python"]
     assert required == ">=3.11"  # tomllib, and the only Python with torch wheels here
     assert "Python 3.11+" in (ROOT / "README.md").read_text()
+
+
+def test_training_commands_on_a_device_install_say_which_extra_to_install(tmp_path):
+    """A base install (numpy, onnxruntime: a device) has no torch; `edgelll learn` there is one
+    line naming the training extra, not a traceback. torch is blocked by a meta path finder."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'matplotlib', 'onnx'):\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "sys.argv = ['edgelll', 'learn', '--epochs', '1', '--plot', 'none']\n"
+            "from edgelll.cli.main import main\n"
+            "main()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert not (tmp_path / "runs").exists()
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines == ["error: this command needs PyTorch, which this install lacks (a device "
+                     "install has only the runtime); install the training extra: "
+                     "pip install 'edgelll[train]'"], p.stderr
