@@ -31,7 +31,24 @@ def _rows(kind: str) -> dict[str, str]:
         from edgelll.data import DATASETS
         return dict(DATASETS)
     from edgelll.devices_catalog import list_devices
-    return {name: p.get("description", "") for name, p in list_devices().items()}
+    return {name: p.description for name, p in list_devices().items()}
+
+
+def _device_table() -> Table:
+    """Every shipped profile with the figures ``--device-profile`` applies."""
+    from edgelll.devices_catalog import list_devices
+
+    profiles = list(list_devices().values())
+    table = Table(title="devices: cores/threads, learner memory, batch-1 latency target, "
+                  "ONNX Runtime providers (none: budgets only)", title_justify="left",
+                  box=None, pad_edge=False, header_style="bold", padding=(0, 1))
+    rows = [p.row() for p in profiles]
+    for i, column in enumerate(rows[0] if rows else {"name": ""}):
+        width = max(len(r[column]) for r in rows)
+        table.add_column(column, style="bold" if i == 0 else None, min_width=width)
+    for row in rows:
+        table.add_row(*row.values())
+    return table
 
 
 def _parameter_table(name: str, description: str) -> Table | str:
@@ -80,6 +97,9 @@ def list_command(
     for k in [kind] if kind else KINDS:
         if k == "strategies" and verbose:
             _show_strategies(console, None)
+            continue
+        if k == "devices":
+            console.print(_device_table())
             continue
         table = Table(title=k, show_header=False, title_justify="left")
         table.add_column("name", style="bold")

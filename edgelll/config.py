@@ -57,6 +57,9 @@ class LearnConfig:
     device: str = "auto"
     amp: bool = False
     threads: int | None = None
+    # The device profile (edgelll list devices, or a .toml path) whose memory budget and threads
+    # were applied: a record of where they came from; memory and threads hold the values.
+    device_profile: str | None = None
     seed: int = 0
     checkpoints: bool = True
 
@@ -146,6 +149,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
             values[key] = parse_size(value)
         elif key in ("compute_steps", "threads", "steps", "freeze_backbone_after"):
             values[key] = None if is_none(value) else coerce(key, value, 0)
+        elif key == "device_profile":
+            values[key] = None if is_none(value) else value
         elif key == "compute_flops":
             values[key] = None if is_none(value) else coerce(key, value, 0.0)
         elif key == "strategies":
@@ -197,6 +202,10 @@ def check(cfg: LearnConfig) -> None:
             raise ConfigError(f"{name} must be at least 1, got {value}")
         if value > MAX_COUNT:
             raise ConfigError(f"{name} must be at most {MAX_COUNT}, got {value:.3g}")
+    if cfg.device_profile is not None and not (isinstance(cfg.device_profile, str)
+                                                and cfg.device_profile.strip()):
+        raise ConfigError(f"device_profile must be a profile name (edgelll list devices), got "
+                          f"{cfg.device_profile!r}")
     cores = os.cpu_count() or 1
     if cfg.threads is not None and cfg.threads > cores:
         raise ConfigError(f"threads must be at most {cores}, the CPU cores of this machine, got "

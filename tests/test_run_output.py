@@ -75,7 +75,7 @@ def test_device_profile_name_points_to_the_right_option(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "device profile" in result.stderr and "--device takes auto | cpu | cuda" in result.stderr
-    assert "edgelll profile --target raspberry-pi-4" in result.stderr
+    assert "--device-profile raspberry-pi-4" in result.stderr
     other = CliRunner().invoke(app, ["learn", "--device", "tpu", "-q"])
     assert other.exit_code == 2 and "unknown device 'tpu'" in other.stderr
     assert not (tmp_path / "r").exists()
