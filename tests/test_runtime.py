@@ -145,3 +145,23 @@ def test_session_refuses_bad_files_and_settings(tmp_path):
         make_session(tmp_path / "junk.onnx", providers=("NoSuchExecutionProvider",))
     with pytest.raises(ConfigError, match="at least 1"):
         make_session(tmp_path / "junk.onnx", threads=0)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_ncm_one_sample_path_is_bitwise_ncm_update(cosine):
+    from edgelll.runtime.rules import ncm_update
+
+    rng = np.random.default_rng(2)
+    sums, counts = rng.random((4, 6)).astype(np.float32), np.full(4, 2, np.float32)
+    head = NCMHead(sums, counts, [5, 6, 7, 8], [-1] * 4, cosine=cosine)
+    f = rng.normal(size=(1, 6)).astype(np.float32)
+    head.learn(f, [7])
+    s, c = ncm_update(sums, counts, f, np.array([2]), cosine)
+    assert head.sums.tobytes() == s.tobytes() and head.counts.tobytes() == c.tobytes()
+
+
+def test_labels_outside_the_table_are_refused():
+    head = NCMHead(np.zeros((2, 2)), np.zeros(2), [0, 1], [-1, -1])
+    for bad in (-1, 2, 10**9):
+        with pytest.raises(DataError, match=f"label {bad} "):
+            head.learn(np.ones((1, 2), np.float32), [bad])
