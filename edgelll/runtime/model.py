@@ -52,6 +52,12 @@ class Model:
         self.routes_by_task = bool((meta or {}).get("routes_by_task")) or bool(
             head is not None and head.routes_by_task)
         self._whole_rows = None if head is not None or not meta else self._rows_of_units()
+        # A whole class- or domain-scenario graph: each output unit's label, looked up once here
+        self._unit_labels = None
+        if meta and head is None and labels.get("scenario") != "task":
+            width = session.get_outputs()[0].shape[-1]
+            if isinstance(width, int):
+                self._unit_labels = fmt.units_to_labels(labels, np.arange(width))
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -186,6 +192,8 @@ class Model:
         out = self._run(x, t)
         if self.head is not None:
             return self.head.labels[np.argmax(self.head.scores(out, t), axis=1)]
+        if self._unit_labels is not None:
+            return self._unit_labels[out.argmax(1)]
         units = np.argmax(out, axis=1)
         return fmt.units_to_labels(self._labels, units, t) if self.meta else units.astype(np.int64)
 
