@@ -43,11 +43,15 @@ def test_linear_head_step_hand_computed():
 
 def test_imprinting_row_is_the_formula():
     head = LinearHead([[3, 0], [0, 5]], [1, 3], labels=[0, 1], tasks=[-1, -1])
-    head.add_class(np.array([[2, 0], [0, 1]], np.float32), label=5)
-    # normalised features (1,0), (0,1) -> mean (.5,.5) -> unit (1,1)/sqrt2, scaled by mean norm 4
-    np.testing.assert_allclose(head.weight[2], [4 / np.sqrt(2), 4 / np.sqrt(2)], rtol=1e-6)
+    shots = np.array([[2, 0], [0, 1]], np.float32)
+    head.add_class(shots, label=5)
+    # direction: normalised shots (1,0), (0,1) -> mean (.5,.5) -> (1,1)/sqrt2; bias: mean 2.
+    # Strongest old logits on the shots 7 and 8, dots with the direction sqrt2 and 1/sqrt2, so
+    # the scale is 1.01 * max(5/sqrt2, 6 sqrt2) and the row 1.01 * 6 * (1, 1).
+    np.testing.assert_allclose(head.weight[2], [6.06, 6.06], rtol=1e-6)
     assert head.bias[2] == np.float32(2.0) and head.labels.tolist() == [0, 1, 5]
     assert head.weight.dtype == np.float32 and head.bias.dtype == np.float32
+    assert head.labels[head.scores(shots).argmax(1)].tolist() == [5, 5]  # predicted at once
 
 
 def test_task_routing_masks_other_tasks_and_finds_rows():

@@ -14,9 +14,11 @@ tasks score -inf, so a multi-head model answers within the sample's task.
   per call (the gradient written out, ``dL/dz = softmax(z) - onehot(y)``, no autograd). A new
   class joins by weight imprinting (Qi et al. 2018, "Low-Shot Learning with Imprinted Weights",
   arXiv:1712.07136, section 3.2: the row is the L2-normalised mean of the L2-normalised features).
-  The paper's classifier is normalised, a trained head is not, so the imprinted row is scaled to
-  the mean norm of the existing rows and takes their mean bias; otherwise its logits would be on
-  another scale than the old classes' and it would never (or always) win.
+  The paper's classifier is normalised (cosine scores), a trained head is not, so the row's
+  length is ours to choose. Scaled to the mean norm of the existing rows with their mean bias, it
+  took every prediction on a digits run (ReLU features all lie in one orthant, so their mean
+  direction is close to every sample's); instead the row gets the smallest length at which every
+  shot is predicted as the new class (plus 1%), and the mean bias (:meth:`LinearHead.imprint`).
 """
 
 from __future__ import annotations
@@ -192,16 +194,26 @@ class LinearHead(Head):
         self.weight -= step * (p.T @ feats)
         self.bias -= step * p.sum(axis=0)
 
-    def imprint(self, feats) -> tuple[np.ndarray, np.float32]:
-        """The imprinted row and bias for a new class from its features (module docstring)."""
+    def imprint(self, feats, task: int = -1) -> tuple[np.ndarray, np.float32]:
+        """The imprinted row and bias for a new class from its features (module docstring):
+        direction ``m = normalise(mean(normalise(phi)))``, bias the mean bias ``b``, and scale the
+        smallest that makes every shot score the new class above the existing rows (of its
+        task), with a 1% margin: ``s = 1.01 max_i (max_c z_c(phi_i) - b) / (m . phi_i)``."""
         feats = self.check_features(feats)
-        mean = normalize_rows(normalize_rows(feats).mean(axis=0, keepdims=True))[0]
-        scale = np.linalg.norm(self.weight, axis=1).mean() if len(self.weight) else 1.0
-        bias = self.bias.mean() if len(self.bias) else 0.0
-        return (mean * np.float32(scale)).astype(np.float32), np.float32(bias)
+        direction = normalize_rows(normalize_rows(feats).mean(axis=0, keepdims=True))[0]
+        bias = np.float32(self.bias.mean() if len(self.bias) else 0.0)
+        norm = np.float32(np.linalg.norm(self.weight, axis=1).mean() if len(self.weight) else 1.0)
+        if not len(self.weight):
+            return direction * norm, bias
+        t = None if task < 0 else np.full(len(feats), task)
+        best = self._masked(feats @ self.weight.T + self.bias, t).max(axis=1)
+        dots = np.maximum(feats @ direction, np.float32(1e-12))
+        needed = np.float32(1.01) * ((best - bias) / dots).max()
+        scale = needed if np.isfinite(needed) and needed > 0 else norm
+        return (direction * scale).astype(np.float32), bias
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
-        row, bias = self.imprint(feats)
+        row, bias = self.imprint(feats, task)
         self.weight = np.concatenate([self.weight, row[None, :]])
         self.bias = np.append(self.bias, bias).astype(np.float32)
         self._add_row(label, task, name)
