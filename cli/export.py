@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import handle_errors
+from .common import handle_errors, stderr_is_tty
 
 
 @handle_errors
@@ -33,7 +33,9 @@ def export_command(
                          calibration=calibration, calib_samples=calib_samples,
                          max_acc_drop=max_acc_drop, checkpoint=checkpoint, force=force,
                          threads=threads)
-    entry = export_run(run_dir, opts, echo=lambda line: typer.echo(line, err=True))
+    # Progress only on a terminal: a failed check must leave one line on stderr, its error.
+    echo = (lambda line: typer.echo(line, err=True)) if stderr_is_tty() else None
+    entry = export_run(run_dir, opts, echo=echo)
     folder = Path(out).parent if out is not None else run_dir / "export"
     m = entry["metrics"]
     typer.echo(f"wrote {folder / entry['file']} ({entry['bytes']:,} bytes, {entry['format']}, "
