@@ -63,3 +63,29 @@ def test_new_class_from_five_shots_then_save_load_bitwise(run, name, tmp_path):
     back = Model.load(files[name], state=tmp_path / "state.npz")
     assert back.scores(digits.x_test).tobytes() == model.scores(digits.x_test).tobytes()
     assert back.names[NEW] == "eight"
+
+
+APP = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_device_app_runs_without_torch(run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, files, _ = run
+    app = Path(__file__).resolve().parents[1] / "examples" / "device_app.py"
+    proc = subprocess.run([sys.executable, "-c", APP, str(app), str(files["early"]), "--state",
+                           str(tmp_path / "state.npz")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "learnt class 6 (digit 6) from 5 shots" in proc.stdout
+    assert "scores bitwise identical" in proc.stdout and (tmp_path / "state.npz").is_file()
