@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from edgelll.errors import EdgelllError
 from edgelll.runtime import Model
 
-DIGITS = Path(__file__).resolve().parents[1] / "edgelll" / "_data" / "digits.npz"
+DIGITS = Path(str(resources.files("edgelll") / "_data" / "digits.npz"))  # installed with edgelll
 SHOTS = 5
 
 
