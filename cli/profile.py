@@ -37,7 +37,7 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total} targets"),
+                                TextColumn("{task.completed}/{task.total}"),
                                 TimeElapsedColumn(), transient=True)
             self.bar.__enter__()
         return self
@@ -46,7 +46,7 @@ class _Progress:
         if self.bar is not None:
             if self.task is None:
                 self.task = self.bar.add_task(what, total=n)
-            self.bar.update(self.task, completed=i, description=what)
+            self.bar.update(self.task, completed=i, total=n, description=what)
         elif time.monotonic() - self.last >= 1.0:
             self.last = time.monotonic()
             print(f"profiling {i + 1}/{n} {what}", flush=True)

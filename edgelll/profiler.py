@@ -27,7 +27,8 @@ import numpy as np
 from .errors import ConfigError, EdgelllWarning
 from .pareto import pareto_front
 from .profiler_targets import Target, feeds, input_specs, resolve_target
-from .profiler_timing import Budget, learning_cost, time_ort, time_torch
+from .profiler_timing import (Budget, interleaved, learning_cost, ort_benches, summarise,
+                              torch_benches)
 
 CHILD_TIMEOUT_S = 300
 
@@ -95,7 +96,7 @@ def peak_memory(target: Target, shapes, dtypes, batch: int, runs: int, threads: 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _torch_eager(target: Target, shapes, dtypes, opts, budget, threads, progress) -> dict:
+def _torch_benches(i: int, target: Target, shapes, dtypes, opts) -> list:
     import torch
 
     from .artifact import load_model
@@ -108,9 +109,9 @@ def _torch_eager(target: Target, shapes, dtypes, opts, budget, threads, progress
         f = feeds(shapes, dtypes, b)
         inputs[b] = (f["x"], f.get("task"))
     features = target.meta.get("graph") == "extractor"
-    out = {"torch-cpu": time_torch(model, inputs, budget, threads, "cpu", progress, features)}
+    out = torch_benches((i, "torch-cpu"), model, inputs, "cpu", features)
     if torch.cuda.is_available():
-        out["torch-cuda"] = time_torch(model, inputs, budget, threads, "cuda", progress, features)
+        out += torch_benches((i, "torch-cuda"), model, inputs, "cuda", features)
     return out
 
 
@@ -130,31 +131,53 @@ def _learning(target: Target, opts, budget, threads, providers) -> dict:
     return learning_cost(load, x, y, budget)
 
 
-def measure(target: Target, opts: ProfileOptions, threads: int, providers, torch_ok: bool,
-            progress=lambda what: None) -> dict:
-    """Every figure of one target, as ``profile.json`` holds it."""
+@dataclass
+class Prepared:
+    """A target ready to time: its benches, input specs and the notes gathered so far."""
+
+    target: Target
+    shapes: dict
+    dtypes: dict
+    benches: list
+    notes: list
+
+
+def prepare(i: int, target: Target, opts: ProfileOptions, threads: int, providers,
+            torch_ok: bool) -> Prepared:
+    """Sessions (and the torch model) for target ``i``, one bench per backend and batch size."""
     import onnxruntime as ort
 
     from .runtime.session import make_session
 
-    budget = opts.budget()
     notes = list(target.notes)
     session = make_session(target.onnx, providers, threads)
     shapes, dtypes = input_specs(session, target.meta)
     batch_feeds = {b: feeds(shapes, dtypes, b) for b in opts.batches}
-    latency = {f"ort-{providers[0].removesuffix('ExecutionProvider').lower()}":
-               time_ort(session, batch_feeds, budget, progress)}
-    if "CUDAExecutionProvider" in ort.get_available_providers() and providers[0] != "CUDAExecutionProvider":
+    main = f"ort-{providers[0].removesuffix('ExecutionProvider').lower()}"
+    benches = ort_benches((i, main), session, batch_feeds)
+    if "CUDAExecutionProvider" in ort.get_available_providers() and main != "ort-cuda":
         cuda = make_session(target.onnx, ("CUDAExecutionProvider", "CPUExecutionProvider"), threads)
-        latency["ort-cuda"] = time_ort(cuda, batch_feeds, budget, progress)
+        benches += ort_benches((i, "ort-cuda"), cuda, batch_feeds)
     if torch_ok and opts.torch and target.run_dir is not None and target.meta is not None:
-        latency.update(_torch_eager(target, shapes, dtypes, opts, budget, threads, progress))
+        benches += _torch_benches(i, target, shapes, dtypes, opts)
     elif opts.torch:
         notes.append("torch eager not measured: " + ("torch is not installed" if not torch_ok
                      else "no run directory holds this model's checkpoint"))
+    return Prepared(target, shapes, dtypes, benches, notes)
+
+
+def finish(i: int, p: Prepared, times: dict, opts: ProfileOptions, budget: Budget, threads: int,
+           providers, progress=lambda what: None) -> dict:
+    """Everything ``profile.json`` holds of target ``i``: the latencies from ``times``, then the
+    peak memory and the learning cost, measured one target at a time."""
+    target, notes = p.target, p.notes
+    latency: dict = {}
+    for b in p.benches:
+        _, backend, batch = b.key
+        latency.setdefault(backend, {})[batch] = summarise(times[b.key], batch)
     progress("peak memory (child process)")
-    memory = peak_memory(target, shapes, dtypes, max(opts.batches), min(budget.runs or 100, 100),
-                         threads, providers)
+    memory = peak_memory(target, p.shapes, p.dtypes, max(opts.batches),
+                         min(budget.runs or 100, 100), threads, providers)
     if "note" in memory:
         notes.append(memory["note"])
     learning = None
@@ -173,6 +196,25 @@ def measure(target: Target, opts: ProfileOptions, threads: int, providers, torch
             "export_format": (target.meta or {}).get("export_format"),
             "model_bytes": target.onnx.stat().st_size, "metrics": metrics, "latency": latency,
             "memory": memory, "learning": learning, "notes": notes}
+
+
+def _timed(prepared: list[Prepared], budget: Budget, threads: int, torch_ok: bool, progress):
+    """Every bench of every target, interleaved, with torch held at ``threads`` threads."""
+    benches = [b for p in prepared for b in p.benches]
+    torch = sys.modules.get("torch") if torch_ok else None
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
+    labels = [p.target.label for p in prepared]
+    tick = None
+    if progress is not None:
+        def tick(k, n, key):
+            progress(k, n, f"{labels[key[0]]}: {key[1]} batch {key[2]}")
+    try:
+        return interleaved(benches, budget, progress=tick)
+    finally:
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 def main_latency(entry: dict) -> float | None:
@@ -209,11 +251,14 @@ def profile_targets(targets: list[str | Path], opts: ProfileOptions = ProfileOpt
     threads, providers, profile = settings(opts)
     torch_ok = have_torch()
     resolved = [resolve_target(t, torch_ok, threads, providers, echo) for t in targets]
+    budget = opts.budget()
+    prepared = [prepare(i, t, opts, threads, providers, torch_ok) for i, t in enumerate(resolved)]
+    times = _timed(prepared, budget, threads, torch_ok, progress)
     entries = []
-    for i, target in enumerate(resolved):
-        step = (lambda what, i=i, t=target: progress(i, len(resolved), f"{t.label}: {what}")) \
+    for i, p in enumerate(prepared):
+        step = (lambda what, i=i, t=p.target: progress(i, len(prepared), f"{t.label}: {what}")) \
             if progress else (lambda what: None)
-        entries.append(measure(target, opts, threads, providers, torch_ok, step))
+        entries.append(finish(i, p, times, opts, budget, threads, providers, step))
     mark_front(entries, profile)
     notes = []
     if not any(k.endswith("cuda") for e in entries for k in e["latency"]):

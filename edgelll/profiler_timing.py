@@ -8,7 +8,7 @@ second over the timed calls: ``batch * calls / total time`` (batch over the mean
 
 Each measurement warms up first (ONNX Runtime allocates its arena and picks kernels on the first
 calls; torch's allocator warms too), then runs a fixed count (``runs``) or until ``seconds``
-have passed. Nothing here imports torch at module level: a device install has none.
+have passed, in interleaved rounds over every target and backend (:func:`interleaved`). Nothing here imports torch at module level: a device install has none.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 from .errors import ConfigError
 
 WARMUP_MIN = 10
+ROUNDS = 5  # interleaved rounds over every target and backend
+REWARM = 3  # untimed calls after switching to another bench
 
 
 def percentile(values, q: float) -> float:
@@ -65,30 +67,54 @@ class Budget:
         return max(WARMUP_MIN, (self.runs or 100) // 10)
 
 
-def time_calls(call: Callable[[], object], budget: Budget, sync: Callable[[], None] | None = None) -> list[int]:
-    """Nanoseconds of each call of ``call`` after warm-up; ``sync`` (e.g. CUDA's) runs inside
-    each timed span so queued device work is counted."""
-    for _ in range(budget.warmup):
+def time_calls(call: Callable[[], object], runs: int | None, seconds: float | None = None,
+               warmup: int = 0, sync: Callable[[], None] | None = None) -> list[int]:
+    """Nanoseconds of each of ``runs`` calls (or of the calls that fit in ``seconds``) of
+    ``call``, after ``warmup`` untimed ones; ``sync`` (e.g. CUDA's) runs inside each timed span
+    so queued device work is counted."""
+    for _ in range(warmup):
         call()
     if sync is not None:
         sync()
     clock = time.perf_counter_ns
     out: list[int] = []
-    if budget.seconds is not None:
-        end = clock() + int(budget.seconds * 1e9)
-        while clock() < end or len(out) < 3:
-            t0 = clock()
-            call()
-            if sync is not None:
-                sync()
-            out.append(clock() - t0)
-        return out
-    for _ in range(budget.runs):
+    end = None if seconds is None else clock() + int(seconds * 1e9)
+    while (len(out) < runs) if end is None else (clock() < end or not out):
         t0 = clock()
         call()
         if sync is not None:
             sync()
         out.append(clock() - t0)
+    return out
+
+
+@dataclass
+class Bench:
+    """One timed thing: a key (target, backend, batch), the call, and its device sync."""
+
+    key: tuple
+    call: Callable[[], object]
+    sync: Callable[[], None] | None = None
+
+
+def interleaved(benches: list[Bench], budget: Budget, rounds: int = ROUNDS,
+                progress=None) -> dict[tuple, list[int]]:
+    """Time every bench in ``rounds`` rounds, each bench a share of its calls per round, so a
+    host whose speed drifts (a shared machine, a CPU warming up) shifts every target alike rather
+    than whichever happened to run during the slow spell. The first round warms each bench up;
+    later rounds re-warm with a few calls after switching from another model."""
+    out: dict[tuple, list[int]] = {b.key: [] for b in benches}
+    for r in range(rounds):
+        for i, b in enumerate(benches):
+            if progress is not None:
+                progress(r * len(benches) + i, rounds * len(benches), b.key)
+            warm = budget.warmup if r == 0 else REWARM
+            if budget.seconds is not None:
+                ns = time_calls(b.call, None, budget.seconds / rounds, warm, b.sync)
+            else:
+                share = budget.runs // rounds + (1 if r < budget.runs % rounds else 0)
+                ns = time_calls(b.call, share, None, warm, b.sync) if share else []
+            out[b.key].extend(ns)
     return out
 
 
@@ -103,39 +129,31 @@ def random_inputs(spec_shape, dtype: str, batch: int, seed: int = 0) -> np.ndarr
     return rng.random(shape, dtype=np.float32).astype(kind)
 
 
-def time_ort(session, feeds: dict[int, dict], budget: Budget, progress=None) -> dict:
-    """``{batch: summary}`` for an ONNX Runtime session over prepared feeds per batch size."""
-    out = {}
-    for batch, feed in feeds.items():
-        if progress is not None:
-            progress(f"onnxruntime batch {batch}")
-        out[batch] = summarise(time_calls(lambda: session.run(None, feed), budget), batch)
-    return out
+def ort_benches(prefix: tuple, session, feeds: dict[int, dict]) -> list[Bench]:
+    """One bench per batch size for an ONNX Runtime session over prepared feeds."""
+    return [Bench((*prefix, batch), lambda s=session, f=feed: s.run(None, f))
+            for batch, feed in feeds.items()]
 
 
-def time_torch(model, inputs: dict[int, tuple], budget: Budget, threads: int, device: str = "cpu",
-               progress=None, features: bool = False) -> dict:
-    """``{batch: summary}`` for torch eager on ``model`` (``no_grad``, ``threads`` CPU threads),
-    the same raw samples as ONNX Runtime gets; on CUDA each call is synchronised. ``features``:
-    time the extractor alone (what a split export's graph computes)."""
+def torch_benches(prefix: tuple, model, inputs: dict[int, tuple], device: str = "cpu",
+                  features: bool = False) -> list[Bench]:
+    """One bench per batch size for torch eager on ``model`` under ``no_grad`` (the caller sets
+    the threads), the same raw samples ONNX Runtime gets; on CUDA each call is synchronised.
+    ``features``: the extractor alone (what a split export's graph computes)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     model = model.to(device).eval()
     sync = torch.cuda.synchronize if device == "cuda" else None
-    out = {}
-    try:
-        with torch.no_grad():
-            for batch, (x, t) in inputs.items():
-                if progress is not None:
-                    progress(f"torch {device} batch {batch}")
-                xt = torch.from_numpy(x).to(device)
-                tt = None if t is None else torch.from_numpy(t).to(device)
-                call = (lambda: model.forward_features(xt)) if features else (lambda: model(xt, tt))
-                out[batch] = summarise(time_calls(call, budget, sync), batch)
-    finally:
-        torch.set_num_threads(before)
+    fn = model.forward_features if features else model
+    out = []
+    for batch, (x, t) in inputs.items():
+        xt = torch.from_numpy(x).to(device)
+        args = (xt,) if features or t is None else (xt, torch.from_numpy(t).to(device))
+
+        def call(fn=fn, args=args):
+            with torch.no_grad():
+                return fn(*args)
+        out.append(Bench((*prefix, batch), call, sync))
     return out
 
 
@@ -145,15 +163,16 @@ def learning_cost(load_model: Callable[[], object], x: np.ndarray, y: np.ndarray
     ``learn_class`` with ``shots`` samples, each on a freshly loaded model; ``learn_class`` gets a
     new label per call, so every timed call adds a class as a device would."""
     reps = max(3, min(budget.runs or 100, 100))
+    warm = REWARM
     model = load_model()
-    one = time_calls(lambda: model.learn(x[:1], y[:1]), Budget(runs=reps))
+    one = time_calls(lambda: model.learn(x[:1], y[:1]), reps, warmup=warm)
     model = load_model()
-    batch = time_calls(lambda: model.learn(x, y), Budget(runs=reps))
+    batch = time_calls(lambda: model.learn(x, y), reps, warmup=warm)
     model = load_model()
     first = int(np.max(model.classes)) + 1
-    labels = iter(range(first, first + 10 * reps + Budget(runs=reps).warmup + 10))
+    labels = iter(range(first, first + reps + warm + 1))
     few = x[:shots]
-    news = time_calls(lambda: model.learn_class(few, next(labels)), Budget(runs=reps))
+    news = time_calls(lambda: model.learn_class(few, next(labels)), reps, warmup=warm)
     return {"learn_us_per_sample_b1": percentile(one, 50) / 1e3,
             "learn_us_per_sample": percentile(batch, 50) / 1e3 / len(x),
             "learn_batch": len(x),

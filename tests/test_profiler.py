@@ -217,3 +217,16 @@ def test_without_torch_it_profiles_onnx_files_and_names_what_it_could_not_fill(r
     (fresh / "checkpoints" / "exp000.pt").write_bytes(b"x")
     p = _without({"torch"}, ["profile", fresh, "--runs", RUNS])
     assert p.returncode == 2 and "exporting needs torch" in p.stderr
+
+
+def test_interleaved_rounds_share_the_calls_and_alternate_targets():
+    from edgelll.profiler_timing import Bench, Budget, interleaved
+
+    order = []
+    benches = [Bench(("a",), lambda: order.append("a")), Bench(("b",), lambda: order.append("b"))]
+    times = interleaved(benches, Budget(runs=7), rounds=5)
+    assert [len(times[("a",)]), len(times[("b",)])] == [7, 7]  # 2+2+1+1+1 timed calls each
+    warm = Budget(runs=7).warmup
+    assert order.count("a") == 7 + warm + 4 * 3  # the first round's warm-up, 3 re-warms after
+    first_b = order.index("b")
+    assert set(order[:first_b]) == {"a"} and "a" in order[first_b:]  # a, b, a, b, ...
