@@ -46,8 +46,13 @@ SHAPES = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    for name, cfg in SHAPES.items():
-        learn(resolve({**TINY, **cfg}), run_dir=root / name, plot="none")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and the host is shared
+    try:
+        for name, cfg in SHAPES.items():
+            learn(resolve({**TINY, **cfg}), run_dir=root / name, plot="none")
+    finally:
+        torch.set_num_threads(threads)
     return {name: root / name for name in SHAPES}
 
 
@@ -272,3 +277,16 @@ def test_int8_losing_more_than_allowed_writes_nothing(runs):
     one_line_error(invoke("export", run, "-f", "onnx-int8-dynamic", "--max-acc-drop", "-100"),
                    "points below fp32")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_the_benchmark_names_its_data_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "EDGELLL_DATA"}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "export_int8.py"
+    for extra, needle in (([], "EDGELLL_DATA"), (["--data", str(tmp_path / "no.npz")], "no.npz")):
+        p = subprocess.run([sys.executable, str(script), *extra], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and needle in p.stderr
