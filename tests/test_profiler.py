@@ -230,3 +230,15 @@ def test_interleaved_rounds_share_the_calls_and_alternate_targets():
     assert order.count("a") == 7 + warm + 4 * 3  # the first round's warm-up, 3 re-warms after
     first_b = order.index("b")
     assert set(order[:first_b]) == {"a"} and "a" in order[first_b:]  # a, b, a, b, ...
+
+
+def test_by_duration_and_a_label_from_the_metadata(run, tmp_path):
+    root, _ = run
+    onnx = root / "run" / "export" / "model-extractor.onnx"
+    report = profile_targets([onnx], ProfileOptions(runs=None, seconds=0.02, batches=(1,),
+                                                    torch=False))
+    (e,) = report["targets"]
+    s = e["latency"]["ort-cpu"][1]
+    assert s["calls"] >= 1 and s["calls"] * s["p50_ms"] < 0.02 * 1e3 * 3  # ~ a 20 ms window
+    assert e["label"] == "replay fp32 split" and "torch eager" not in " ".join(e["notes"])
+    assert report["budget"] == {"runs": None, "seconds": 0.02, "batches": [1]}
