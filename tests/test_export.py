@@ -290,3 +290,34 @@ def test_the_benchmark_names_its_data_in_one_line(tmp_path):
         p = subprocess.run([sys.executable, str(script), *extra], env=env, capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and needle in p.stderr
+
+
+def test_a_parity_failure_writes_nothing(runs, tmp_path, monkeypatch):
+    import edgelll.export_job as job
+
+    monkeypatch.setattr(job, "PARITY_TOL", -1.0)  # no graph can pass: the check must refuse it
+    one_line_error(invoke("export", runs["naive"], "--out", tmp_path / "m.onnx"),
+                   "does not match torch", "nothing was written")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_foreign_or_torn_output_is_not_replaced_without_force(runs, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"\x08\x07torn")
+    one_line_error(invoke("export", runs["naive"], "--out", out), "not an edgelll export")
+    assert out.read_bytes() == b"\x08\x07torn"
+    assert invoke("export", runs["naive"], "--out", out, "--force").exit_code == 0
+
+
+def test_ncm_head_on_a_task_routed_model(runs, tmp_path):
+    out = tmp_path / "t.onnx"
+    entry = export_run(runs["task"], ExportOptions(out=out, split=True, head="ncm", latency_runs=3))
+    head = load_head(tmp_path / "t-head.npz")
+    assert list(head["tasks"]) == [0] * 4 + [1] * 3 + [2] * 3  # one row per (task, class)
+    sess, row = sessions(out), []
+    tasks = edgelll.load_model(runs["task"]).spec()["labels"]["tasks"]
+    for x, y, t in stream_sets(runs["task"]):
+        pred = head["labels"][split_scores(head, sess.run(None, {"x": x})[0], t).argmax(1)]
+        want = np.asarray(tasks[t[0]])[y]  # labels within the task -> data-set labels
+        row.append(float((pred == want).mean()))
+    assert entry["metrics"]["acc_matrix"][-1] == pytest.approx(row, abs=1e-12)
