@@ -126,7 +126,7 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     """The terminal table: one row per target, '-' where a figure could not be measured."""
     big = max(report["budget"]["batches"])
     head = ["target", "KiB", "ort p50 b1 ms", "p99 b1", f"ort b{big}/s", "torch p50 b1",
-            "ort/torch", "peak RSS MiB", "learn us/sample", "learn_class us/sample", "ACC", "BWT",
+            "ort/torch", "peak RSS MiB", "learn us/sample b32", "learn_class us/sample", "ACC", "BWT",
             "forgetting", "front"]
     if report["device_profile"]:
         head.append(f"<= {report['device_profile']['latency_target_ms']:g} ms")
