@@ -14,14 +14,12 @@ from .export import export_command
 from .learn import learn_command
 from .listing import list_command
 from .profile import profile_command
-from .profile import profile_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Incremental (lifelong) learning on edge devices.")
 app.command("learn")(learn_command)
 app.command("list")(list_command)
 app.command("compare")(compare_command)
-app.command("profile")(profile_command)
 app.command("profile")(profile_command)
 app.command("export")(export_command)
 
