@@ -96,6 +96,20 @@ def _export(run_dir: Path, split: bool, threads: int, echo) -> Path:
     return default_out(run_dir, opts)
 
 
+def _check_current(target: Target) -> None:
+    """A note when a run's export is not of its last checkpoint or of its config as it is now
+    (the run was resumed after exporting): the profile says which model it timed."""
+    meta = target.meta or {}
+    last = max((p.stem for p in (target.run_dir / "checkpoints").glob("exp*.pt")), default=None)
+    theirs = (meta.get("source") or {}).get("checkpoint")
+    if theirs != last:
+        target.notes.append(f"{target.onnx} is an export of {theirs}, not of the run's last "
+                            f"checkpoint {last}; export it again to profile the latest model")
+    elif meta.get("config_digest") != digest(target.config):
+        target.notes.append(f"{target.onnx} was exported from another config.json than the "
+                            f"run's; export it again")
+
+
 def _owning_run(path: Path, meta: dict | None) -> tuple[Path | None, dict | None]:
     """The run whose export folder holds ``path``, when its config digest matches."""
     run_dir = path.resolve().parent.parent
@@ -142,6 +156,7 @@ def resolve_target(given: str | Path, have_torch: bool, threads: int, providers,
                                   f"profile the .onnx file")
             onnx = _export(path, False, threads, echo)
         target = Target(path, onnx, read_meta(onnx, providers, threads), path, config)
+        _check_current(target)
     else:
         meta = read_meta(path, providers, threads)
         run_dir, config = _owning_run(path, meta)

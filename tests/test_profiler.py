@@ -242,3 +242,16 @@ def test_by_duration_and_a_label_from_the_metadata(run, tmp_path):
     assert s["calls"] >= 1 and s["calls"] * s["p50_ms"] < 0.02 * 1e3 * 3  # ~ a 20 ms window
     assert e["label"] == "replay fp32 split" and "torch eager" not in " ".join(e["notes"])
     assert report["budget"] == {"runs": None, "seconds": 0.02, "batches": [1]}
+
+
+def test_an_export_older_than_the_run_is_profiled_with_a_note(run, tmp_path):
+    import shutil
+
+    root, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy)
+    last = max(copy.glob("checkpoints/exp*.pt"))
+    shutil.copy(last, copy / "checkpoints" / "exp009.pt")  # as if resumed after the export
+    report = profile_targets([copy], ProfileOptions(runs=5, batches=(1,), torch=False))
+    notes = " ".join(report["targets"][0]["notes"])
+    assert f"is an export of {last.stem}, not of the run's last checkpoint exp009" in notes
