@@ -37,11 +37,13 @@ def fail(message: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=DEFAULT_DATA, help="mnist.npz (default $EDGELLL_DATA/mnist.npz)")
+    ap.add_argument("--data", default=DEFAULT_DATA,
+                    help="mnist.npz (default $EDGELLL_DATA/mnist.npz)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3000, help="timed batch-1 runs per graph")
-    ap.add_argument("--out", type=Path, default=None, help="keep the run and exports here")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="keep the run and exports here (an existing run there is reused)")
     args = ap.parse_args()
     if not args.data:
         fail("give the MNIST file with --data PATH/mnist.npz or the EDGELLL_DATA variable (the "
@@ -56,7 +58,11 @@ def main() -> None:
     run_dir = work / "replay-mnist"
     cfg = edgelll.resolve({**CONFIG, "data": f"mnist={Path(args.data).expanduser()}"})
     start = time.perf_counter()
-    edgelll.learn(cfg, run_dir=run_dir, plot="none")
+    if not (run_dir / "metrics.json").is_file():  # a kept --out run is exported again as is
+        try:
+            edgelll.learn(cfg, run_dir=run_dir, plot="none")
+        except edgelll.EdgelllError as exc:
+            fail(str(exc))
     trained = time.perf_counter() - start
     common = dict(threads=args.threads, latency_runs=args.runs, force=True)
     fp32 = export_run(run_dir, ExportOptions(format="onnx", **common))
@@ -65,7 +71,21 @@ def main() -> None:
     t = int8["timing"]
     ratio = int8["bytes"] / fp32["bytes"]
     acc32, acc8 = int8["fp32_metrics"]["acc"], int8["metrics"]["acc"]
-    rows = [
+    rows = table(fp32, int8, args.threads, trained)
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if "note" in t:
+        print(f"note: {t['note']}")
+    print(json.dumps({"ratio": ratio, "acc_fp32": acc32, "acc_int8": acc8,
+                      "fp32_us": t["fp32_median_us"], "int8_us": t["int8_median_us"]}))
+
+
+def table(fp32: dict, int8: dict, threads: int, trained: float) -> list[tuple[str, str]]:
+    t = int8["timing"]
+    ratio = int8["bytes"] / fp32["bytes"]
+    acc32, acc8 = int8["fp32_metrics"]["acc"], int8["metrics"]["acc"]
+    return [
         ("fp32 file bytes", f"{fp32['bytes']:,}"),
         ("int8 file bytes", f"{int8['bytes']:,}"),
         ("int8 / fp32 bytes", f"{ratio:.3f}x (target <= {TARGET_RATIO}x: "
@@ -77,21 +97,15 @@ def main() -> None:
         ("forgetting fp32 / int8", f"{int8['fp32_metrics']['forgetting']:.2%} / "
                                    f"{int8['metrics']['forgetting']:.2%}"),
         ("batch-1 median fp32", f"{t['fp32_median_us']:.1f} us"),
-        ("batch-1 median int8", f"{t['int8_median_us']:.1f} us ({t['int8_speedup']:.2f}x fp32 speed)"),
+        ("batch-1 median int8", f"{t['int8_median_us']:.1f} us "
+                                f"({t['int8_speedup']:.2f}x fp32 speed)"),
         ("calibration", f"{int8['quantization']['calibration']}, "
                         f"{int8['quantization']['samples']} samples"),
         ("parity fp32 vs torch", f"max |diff| {fp32['parity']['max_abs_diff']:.2e}, labels agree "
                                  f"{fp32['parity']['label_agreement']:.2%}"),
-        ("threads / cores", f"{args.threads} / {os.cpu_count()}"),
+        ("threads / cores", f"{threads} / {os.cpu_count()}"),
         ("training s / export s", f"{trained:.1f} / {fp32['seconds'] + int8['seconds']:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if "note" in t:
-        print(f"note: {t['note']}")
-    print(json.dumps({"ratio": ratio, "acc_fp32": acc32, "acc_int8": acc8,
-                      "fp32_us": t["fp32_median_us"], "int8_us": t["int8_median_us"]}))
 
 
 if __name__ == "__main__":

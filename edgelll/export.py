@@ -28,8 +28,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import metrics as M
 from .errors import CheckpointError, ConfigError, unknown_name
 from .export_onnx import PROVIDERS, ExportError, read_metadata
@@ -85,8 +83,11 @@ class ExportOptions:
             raise ConfigError("--head ncm replaces the head of a split export; add --split")
         if self.calibration not in ("buffer", "holdout"):
             raise ConfigError(unknown_name("calibration", self.calibration, ("buffer", "holdout")))
-        if self.calib_samples < 1 or self.threads < 1 or self.latency_runs < 3:
-            raise ConfigError("--calib-samples and --threads must be at least 1")
+        for name, value, least in (("--calib-samples", self.calib_samples, 1),
+                                   ("--threads", self.threads, 1),
+                                   ("latency_runs", self.latency_runs, 3)):
+            if value < least:
+                raise ConfigError(f"{name} must be at least {least}, got {value}")
         if not math.isfinite(self.max_acc_drop):
             raise ConfigError(f"--max-acc-drop must be a finite number of points, got "
                               f"{self.max_acc_drop}")
@@ -189,6 +190,3 @@ def merged_report(path: Path, name: str, entry: dict) -> dict:
     return {"format": "edgelll-export-report/1", "exports": exports,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-
-def label_agreement_ok(agree: float) -> bool:
-    return bool(np.isfinite(agree)) and agree >= MIN_AGREEMENT

@@ -16,7 +16,7 @@ from .export import (FORMATS, MIN_AGREEMENT, PARITY_TOL, config_digest, merged_r
                      report_entry, summary)
 from .export_int8 import (DYNAMIC_SETTINGS, STATIC_SETTINGS, calibration_samples,
                           compare_latency, median_latency_us, quantize)
-from .export_onnx import (ExportError, agreement, graph_inputs, max_abs_diff, run_session,
+from .export_onnx import (ExportError, accuracy, agreement, graph_inputs, max_abs_diff, run_session,
                           session, stream_labels, test_sets, to_onnx, torch_outputs, with_metadata)
 from .export_split import as_whole, fit_ncm, head_arrays, head_scores
 from .runtime.format import EXPORT_FORMAT, atomic_write_bytes, save_head, units_to_labels
@@ -39,7 +39,8 @@ class ExportJob:
         from .config import LearnConfig
         from .runs import load_checkpoint
 
-        self.run_dir, self.index, self.found, self.opts, self.echo = run_dir, index, found, opts, echo
+        self.run_dir, self.index, self.found = run_dir, index, found
+        self.opts, self.echo = opts, echo
         self.ckpt = load_checkpoint(found[index], map_location="cpu")
         if "spec" not in self.ckpt or "config" not in self.ckpt:
             raise CheckpointError(f"checkpoint {found[index]} has no model spec or config; it "
@@ -98,15 +99,12 @@ class ExportJob:
         sess, accs = session(data, self.opts.threads), []
         for x, y, t in self.sets:
             if head is None:
-                scores = run_session(sess, x, t)
-                best = scores.argmax(1)
-                pred = units_to_labels(model.labels, best, t)
+                accs.append(accuracy(run_session(sess, x, t),
+                                     lambda best, t: units_to_labels(model.labels, best, t), y, t))
             else:
-                scores = head_scores(head, run_session(sess, x), t)
-                best = scores.argmax(1)
-                pred = np.asarray(head["labels"])[best]
-            ok = np.isfinite(scores[np.arange(len(best)), best]) & (pred == y)
-            accs.append(float(ok.mean()))
+                rows = np.asarray(head["labels"])
+                accs.append(accuracy(head_scores(head, run_session(sess, x), t),
+                                     lambda best, t: rows[best], y, t))
         return accs
 
     def parity(self, b: Built) -> dict:

@@ -126,7 +126,3 @@ def fit_ncm(like: dict, feats: np.ndarray, y_labels: np.ndarray, t: np.ndarray,
     return {"kind": "ncm", "sums": sums, "counts": counts, "cosine": cosine, "labels": labels,
             "tasks": tasks, "units": like["units"], "names": like.get("names") or {}}
 
-
-def row_labels(head: dict):
-    labels = np.asarray(head["labels"])
-    return lambda best, t: labels[best]

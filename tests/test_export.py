@@ -190,7 +190,8 @@ def test_int8_metrics_equal_an_independent_evaluation_of_the_file(runs, tmp_path
     row = []
     for x, y, t in stream_sets(run):
         s = sess.run(None, feed(sess, x, t))[0]
-        row.append(float((units_to_labels(labels, s.argmax(1)) == units_to_labels(labels, y)).mean()))
+        pred = units_to_labels(labels, s.argmax(1))
+        row.append(float((pred == units_to_labels(labels, y)).mean()))
     assert meta["metrics"]["acc_matrix"][-1] == pytest.approx(row, abs=1e-12)
     assert entry["metrics"] == meta["metrics"]
     assert meta["metrics"]["acc"] == pytest.approx(np.mean(row), abs=1e-12)
@@ -263,7 +264,8 @@ def test_overwrite_rules(runs, tmp_path):
     r = invoke("export", runs["naive"], "--out", out)  # the same checkpoint again: replaced
     assert r.exit_code == 0 and "parity with torch" in r.stdout
     assert invoke("export", runs["task"], "--out", out, "--force").exit_code == 0
-    assert parse_metadata(sessions(out).get_modelmeta().custom_metadata_map)["source"]["run"] == "task"
+    meta = parse_metadata(sessions(out).get_modelmeta().custom_metadata_map)
+    assert meta["source"]["run"] == "task"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "report.json"]  # no temporaries
 
 
