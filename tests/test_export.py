@@ -323,3 +323,29 @@ def test_ncm_head_on_a_task_routed_model(runs, tmp_path):
         want = np.asarray(tasks[t[0]])[y]  # labels within the task -> data-set labels
         row.append(float((pred == want).mean()))
     assert entry["metrics"]["acc_matrix"][-1] == pytest.approx(row, abs=1e-12)
+
+
+def test_split_int8_metrics_equal_our_evaluation_through_the_head(runs, tmp_path):
+    run = runs["replay"]
+    out = tmp_path / "s.onnx"
+    entry = export_run(run, ExportOptions(format="onnx-int8", split=True, out=out,
+                                          calibration="holdout", max_acc_drop=100,
+                                          latency_runs=3))
+    assert entry["quantization"]["calibration"] == "training slice"
+    head = load_head(tmp_path / "s-head.npz")
+    sess, row = sessions(out), []
+    for x, y, t in stream_sets(run):
+        pred = head["labels"][split_scores(head, sess.run(None, {"x": x})[0], t).argmax(1)]
+        row.append(float((pred == y).mean()))
+    assert entry["metrics"]["acc_matrix"][-1] == pytest.approx(row, abs=1e-12)
+
+
+def test_a_graph_the_exporter_cannot_trace_is_one_line(runs, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::foo' to ONNX opset 17 is not supported\n"
+                           "more detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    one_line_error(invoke("export", runs["naive"], "--out", tmp_path / "m.onnx"),
+                   "cannot be exported", "aten::foo")
+    assert list(tmp_path.iterdir()) == []
