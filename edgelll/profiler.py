@@ -160,6 +160,8 @@ def prepare(i: int, target: Target, opts: ProfileOptions, threads: int, provider
         benches += ort_benches((i, "ort-cuda"), cuda, batch_feeds)
     if torch_ok and opts.torch and target.run_dir is not None and target.meta is not None:
         benches += _torch_benches(i, target, shapes, dtypes, opts)
+        if str(target.meta.get("export_format", "")).startswith("onnx-int8"):
+            notes.append("torch eager times the run's fp32 model (torch has no int8 graph of it)")
     elif opts.torch:
         notes.append("torch eager not measured: " + ("torch is not installed" if not torch_ok
                      else "no run directory holds this model's checkpoint"))
