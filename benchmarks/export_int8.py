@@ -2,8 +2,8 @@
 
 Protocol (issue #9): Split MNIST, class scenario, 5 tasks, MLP 784-400-400-10, reservoir replay
 of 2000 exemplars, Adam lr 1e-3, batch 128, one epoch per experience (as benchmarks/split_mnist.py
-trains it). The run is exported twice, as ``onnx`` (fp32) and as ``onnx-int8`` (static QDQ,
-per-channel weights, calibrated on the replay buffer), by ``edgelll.export.export_run``, which
+trains it). The run is exported as ``onnx`` (fp32), ``onnx-int8`` (static QDQ, per-channel
+weights, calibrated on the replay buffer) and ``onnx-int8-dynamic``, by ``edgelll.export.export_run``, which
 re-measures the accuracy matrix of every quantised checkpoint and times both graphs at batch 1 in
 one process (warm-up, ``perf_counter_ns``, medians of alternating rounds). Targets: int8 file at
 most 0.3x the fp32 bytes, ACC within 1 point of fp32. Usage:
@@ -68,15 +68,22 @@ def main() -> None:
     fp32 = export_run(run_dir, ExportOptions(format="onnx", **common))
     int8 = export_run(run_dir, ExportOptions(format="onnx-int8", calib_samples=args.calib_samples,
                                              max_acc_drop=100.0, **common))
+    dyn = export_run(run_dir, ExportOptions(format="onnx-int8-dynamic", max_acc_drop=100.0,
+                                            **common))
     t = int8["timing"]
     ratio = int8["bytes"] / fp32["bytes"]
     acc32, acc8 = int8["fp32_metrics"]["acc"], int8["metrics"]["acc"]
-    rows = table(fp32, int8, args.threads, trained)
+    rows = table(fp32, int8, args.threads, trained) + [
+        ("dynamic int8: bytes ratio", f"{dyn['bytes'] / fp32['bytes']:.3f}x"),
+        ("dynamic int8: ACC drop", f"{dyn['acc_drop_points']:+.2f} points"),
+        ("dynamic int8: batch-1 median", f"{dyn['timing']['int8_median_us']:.1f} us against "
+                                         f"fp32 {dyn['timing']['fp32_median_us']:.1f} us")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    if "note" in t:
-        print(f"note: {t['note']}")
+    for entry in (int8, dyn):
+        if "note" in entry["timing"]:
+            print(f"note ({entry['format']}): {entry['timing']['note']}")
     print(json.dumps({"ratio": ratio, "acc_fp32": acc32, "acc_int8": acc8,
                       "fp32_us": t["fp32_median_us"], "int8_us": t["int8_median_us"]}))
 
