@@ -68,7 +68,8 @@ class DeviceProfile:
 
     def row(self) -> dict[str, str]:
         """The fields as ``edgelll list devices`` shows them."""
-        return {"name": self.name, "cpu": self.cpu, "cores": f"{self.cores}/{self.threads}", "ram": _short_bytes(self.ram),
+        return {"name": self.name, "cpu": self.cpu, "cores": f"{self.cores}/{self.threads}",
+                "ram": _short_bytes(self.ram),
                 "learn": _short_bytes(self.learner_memory),
                 "target": f"{self.latency_target_ms:g} ms",
                 "ort": ",".join(p.removesuffix("ExecutionProvider")

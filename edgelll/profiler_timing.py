@@ -8,7 +8,8 @@ second over the timed calls: ``batch * calls / total time`` (batch over the mean
 
 Each measurement warms up first (ONNX Runtime allocates its arena and picks kernels on the first
 calls; torch's allocator warms too), then runs a fixed count (``runs``) or until ``seconds``
-have passed, in interleaved rounds over every target and backend (:func:`interleaved`). Nothing here imports torch at module level: a device install has none.
+have passed, in interleaved rounds over every target and backend (:func:`interleaved`).
+Nothing here imports torch at module level: a device install has none.
 """
 
 from __future__ import annotations
