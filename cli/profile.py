@@ -56,6 +56,24 @@ class _Progress:
             self.bar.__exit__(*exc)
 
 
+def _print_table(report: dict) -> None:
+    """One column per target (a few targets fit 80 columns), one row per figure."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgelll.profiler_output import table_rows
+
+    head, rows = table_rows(report)
+    table = Table(title=f"profile: {report['threads']} thread(s), "
+                        f"{', '.join(report['providers'])}", title_justify="left")
+    table.add_column("", style="bold")
+    for row in rows:
+        table.add_column(row[0], justify="right", overflow="fold")
+    for i, figure in enumerate(head[1:], start=1):
+        table.add_row(figure, *(row[i] for row in rows))
+    Console().print(table)
+
+
 @handle_errors
 def profile_command(
     targets: Annotated[list[Path], typer.Argument(help="run directories (profiled through their export, made if missing) and .onnx files", show_default=False)],
@@ -69,11 +87,8 @@ def profile_command(
     torch: Annotated[bool, typer.Option("--torch/--no-torch", help="time torch eager beside ONNX Runtime where torch is installed")] = True,
 ) -> None:
     """Latency, memory and on-device learning cost of exported models against their forgetting."""
-    from rich.console import Console
-    from rich.table import Table
-
     from edgelll.profiler import ProfileOptions, profile_targets
-    from edgelll.profiler_output import check_out, choose_out, table_rows, write_outputs
+    from edgelll.profiler_output import check_out, choose_out, write_outputs
 
     opts = ProfileOptions(batches=_batches(batch), runs=runs, seconds=seconds, threads=threads,
                           device_profile=device_profile, torch=torch)
@@ -86,15 +101,7 @@ def profile_command(
     folder = choose_out(report, out, force)
     report["seconds"] = (time.perf_counter_ns() - started) / 1e9
     notes = write_outputs(report, folder)
-    head, rows = table_rows(report)
-    table = Table(title=f"profile: {report['threads']} thread(s), "
-                        f"{', '.join(report['providers'])}", title_justify="left")
-    table.add_column("", style="bold")  # one column per target: a few targets fit 80 columns
-    for row in rows:
-        table.add_column(row[0], justify="right", overflow="fold")
-    for i, figure in enumerate(head[1:], start=1):
-        table.add_row(figure, *(row[i] for row in rows))
-    Console().print(table)
+    _print_table(report)
     for e in report["targets"]:
         for note in e["notes"]:
             typer.echo(f"note: {e['label']}: {note}")
