@@ -188,3 +188,20 @@ def test_runtime_needs_neither_torch_nor_onnx(files, tmp_path):
                           str(tmp_path / "s.npz")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("graph", ["whole", "extractor"])
+def test_the_direct_session_call_gives_what_the_public_run_gives(tmp_path, graph):
+    """Model calls the C++ session without InferenceSession.run's per-call checks (its own input
+    checks stand in for them); the outputs must be bit for bit those of the public run."""
+    path = tmp_path / f"{graph}.onnx"
+    make_export(path, graph)
+    model = Model.load(path)
+    x = np.load(DIGITS)["x_test"][:33]
+    direct_scores, direct_labels = model.scores(x), model.predict(x)
+    one = model.predict(x[0])
+    model._session_run = model.session.run  # the public API
+    np.testing.assert_array_equal(model.scores(x), direct_scores)
+    np.testing.assert_array_equal(model.predict(x), direct_labels)
+    np.testing.assert_array_equal(model.predict(x[0]), one)
+    assert set(direct_labels.tolist()) <= set(UNITS)

@@ -30,6 +30,19 @@ from .session import DEFAULT_PROVIDERS, make_session
 from .state import load_state, save_state
 
 
+def _direct_run(session):
+    """``session.run`` without its per-call Python checks. ``InferenceSession.run`` validates the
+    feed's names and OrtValue ownership and wraps a provider fallback around the C++ session's
+    ``run``; the Model checks its inputs itself (:mod:`.inputs`), feeds numpy arrays under the
+    graph's own names and never wants a silent provider fallback (the providers are explicit), so
+    it calls the C++ session directly: about 5 us of a 75 us batch-1 call on a 784-400-400-10 MLP.
+    Where an onnxruntime lacks that attribute, the public ``run`` is used."""
+    raw = getattr(session, "_sess", None)
+    if raw is None or not callable(getattr(raw, "run", None)):
+        return session.run
+    return lambda outputs, feed: raw.run(outputs, feed, None)
+
+
 class Model:
     """Use :meth:`Model.load`. ``classes[j]`` is the data-set label of column ``j`` of
     :meth:`scores`; ``head`` is the learning head (split exports), ``buffer`` the reservoir."""
@@ -38,6 +51,7 @@ class Model:
                  buffer: ReservoirBuffer | None) -> None:
         self.path, self.session, self.meta = path, session, meta
         self.head, self.buffer = head, buffer
+        self._session_run = _direct_run(session)
         first = session.get_inputs()[0]
         spec = (meta or {}).get("input")
         self.input = (InputSpec(spec["shape"], spec["dtype"], spec.get("layout")) if spec
@@ -161,7 +175,7 @@ class Model:
         feed = {self._x_name: x}
         if self._task_input:
             feed["task"] = t if t is not None else np.zeros(len(x), np.int64)
-        return self.session.run(self._out, feed)[0]
+        return self._session_run(self._out, feed)[0]
 
     def features(self, x, task_ids=None) -> np.ndarray:
         """The extractor's features ``(N, D)`` of raw samples (split exports)."""
@@ -188,6 +202,9 @@ class Model:
         """Data-set labels (int64 ``(N,)``; one sample gives ``(1,)``) of raw samples as stored.
         A foreign ONNX model answers the argmax index of its first output."""
         x = self.input.batch(x)
+        if self._unit_labels is not None and not self._task_input:
+            # A whole class- or domain-scenario graph (the batch-1 hot path): one run, one look-up
+            return self._unit_labels[self._session_run(self._out, {self._x_name: x})[0].argmax(1)]
         t = self._tasks(task_ids, len(x)) if task_ids is not None or self.routes_by_task else None
         out = self._run(x, t)
         if self.head is not None:
