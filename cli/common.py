@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -109,6 +110,11 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             typer.echo(_interrupted(), err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`edgelll ... | head -1`): stop quietly, as a Unix tool killed
+            # by SIGPIPE does, and keep Python from complaining about stdout again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
             if debug:
                 raise

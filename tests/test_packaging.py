@@ -67,3 +67,29 @@ def test_training_commands_on_a_device_install_say_which_extra_to_install(tmp_pa
     assert lines == ["error: this command needs PyTorch, which this install lacks (a device "
                      "install has only the runtime); install the training extra: "
                      "pip install 'edgelll[train]'"], p.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`edgelll ... | head -1`: the write that meets the closed pipe ends the command with
+    SIGPIPE's status and nothing on stderr (no 'unexpected BrokenPipeError' line)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, typer\n"
+            "from edgelll.cli.common import handle_errors\n"
+            "@handle_errors\n"
+            "def command():\n"
+            "    for i in range(200000):\n"
+            "        print('line', i)\n"
+            "try:\n"
+            "    command()\n"
+            "except typer.Exit as exc:\n"
+            "    sys.exit(exc.exit_code)\n")
+    p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path, executable="/bin/bash")
+    assert p.stdout == "line 0\n"
+    assert p.stderr == "", p.stderr
+    q = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1; exit ${{PIPESTATUS[0]}}",
+                       shell=True, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       executable="/bin/bash")
+    assert q.returncode == 141, q.stderr
