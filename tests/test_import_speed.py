@@ -1,6 +1,7 @@
 """``import edgelll`` and the commands that need no model stay clear of torch, so that
-``--version``, ``--help``, ``learn --help``, ``list devices|datasets`` and ``compare`` answer in
-at most a quarter of the time ``import torch`` takes (measured here, in the same run).
+``--version``, ``--help``, ``learn|export|profile --help``, ``list devices|datasets`` and
+``compare`` answer in at most a quarter of the time ``import torch`` takes (measured here, in the
+same run).
 
 ``list strategies`` and ``list models`` read the registries, which import torch: they are
 allowed to take its time."""
@@ -41,7 +42,8 @@ def test_import_edgelll_does_not_import_torch():
 
 
 def test_light_commands_do_not_import_torch_or_matplotlib():
-    commands = [["--version"], ["--help"], ["learn", "--help"], ["list", "devices"],
+    commands = [["--version"], ["--help"], ["learn", "--help"], ["export", "--help"],
+                ["profile", "--help"], ["list", "devices"],
                 ["list", "datasets"], ["compare", "--help"]]
     p = _python(RUN_COMMANDS.format(commands=commands))
     assert p.returncode == 0, p.stderr
