@@ -15,9 +15,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "LearnConfig": "config", "resolve": "config",
     "BudgetError": "errors", "CheckpointError": "errors", "ConfigError": "errors",
-    "DataError": "errors", "EdgelllError": "errors",
+    "DataError": "errors", "EdgelllError": "errors", "ExportError": "errors",
+    "OutputError": "errors",
     "RunResult": "learner", "learn": "learner", "load_model": "artifact",
     "compare_runs": "compare",
+    "ExportOptions": "export", "export_run": "export",
+    "ProfileOptions": "profiler", "profile_targets": "profiler",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

@@ -34,6 +34,11 @@ class OutputError(EdgelllError):
     """A file or directory the run cannot write (a full disk, no permission), or one in use."""
 
 
+class ExportError(EdgelllError):
+    """A run that cannot be exported as asked (a failed parity or accuracy check, a shape the
+    exporter cannot trace, an output that would replace a newer export)."""
+
+
 class EdgelllWarning(UserWarning):
     """Something edgelll assumed on the user's behalf (e.g. an image layout); the CLI shows it as
     one ``warning:`` line, and hides every other library's warnings unless ``--debug``."""

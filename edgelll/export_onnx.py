@@ -24,16 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EdgelllError
+from .errors import ExportError
 from .runtime.format import METADATA_KEY, units_to_labels
 
 PROVIDERS = ["CPUExecutionProvider"]
 EVAL_BATCH = 4096
 
-
-class ExportError(EdgelllError):
-    """A run that cannot be exported as asked (a failed parity or accuracy check, a shape the
-    exporter cannot trace, an output that would replace a newer export)."""
 
 
 class _Whole(nn.Module):
