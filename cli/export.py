@@ -44,13 +44,18 @@ def export_command(
         typer.echo(f"head: {folder / entry['head_file']} ({entry['head_bytes']:,} bytes, "
                    f"{entry['head']} -> {entry['head_kind']})")
     p = entry["parity"]
-    typer.echo(f"parity with torch: max |difference| {p['max_abs_diff']:.2e}, labels agree on "
-               f"{p['label_agreement']:.2%} of {p['samples']} test samples")
-    typer.echo(f"ACC {m['acc']:.2%}  BWT {m['bwt']:+.2%}  forgetting {m['forgetting']:.2%}")
-    if "fp32_metrics" in entry:
-        typer.echo(f"fp32 ACC {entry['fp32_metrics']['acc']:.2%}: int8 loses "
-                   f"{entry['acc_drop_points']:.2f} points (allowed {max_acc_drop:g}); size "
-                   f"{entry['size_ratio']:.2f}x fp32 ({entry['fp32_bytes']:,} bytes)")
+    int8 = "fp32_metrics" in entry
+    typer.echo(f"{'fp32 graph ' if int8 else ''}parity with torch: max |difference| "
+               f"{p['max_abs_diff']:.2e}, labels agree on {p['label_agreement']:.2%} of "
+               f"{p['samples']} test samples")
+    typer.echo(f"{'int8 (re-measured) ' if int8 else ''}ACC {m['acc']:.2%}  BWT {m['bwt']:+.2%}  "
+               f"forgetting {m['forgetting']:.2%}")
+    if int8:
+        drop = entry["acc_drop_points"]
+        change = f"loses {drop:.2f} points" if drop > 0 else f"gains {-drop:.2f} points"
+        typer.echo(f"fp32 ACC {entry['fp32_metrics']['acc']:.2%}: int8 {change} (allowed loss "
+                   f"{max_acc_drop:g}); size {entry['size_ratio']:.2f}x fp32 "
+                   f"({entry['fp32_bytes']:,} bytes)")
     if "trained_head_metrics" in entry:
         typer.echo(f"trained head ACC {entry['trained_head_metrics']['acc']:.2%} on the same "
                    f"extractor")
