@@ -2,8 +2,9 @@
 
 - ```python blocks run in a fresh namespace, in a temporary folder; a block followed by a
   "prints" block must print lines of the same shape (the same text with every number as ``#``).
-- ```sh blocks: every option of an ``edgelll`` command or a ``python benchmarks/X.py`` line is one
-  that the command's ``--help`` lists; every ``make TARGET`` is a Makefile target; and every
+- ```sh blocks: every option of an ``edgelll`` command or a ``python benchmarks/X.py`` or
+  ``python examples/X.py`` line is one that the command's ``--help`` lists (``pip`` lines are
+  not run); every ``make TARGET`` is a Makefile target; and every
   ``edgelll`` command runs, in a folder shared by its block: on the embedded digits as written, or
   on tiny MNIST-shaped files that the test puts at the README's ``~/data`` paths (HOME points at
   the temporary folder), for one epoch or two steps.
@@ -84,9 +85,9 @@ def program(argv: list[str]) -> tuple[str, list[str]]:
     if head == "edgelll":
         sub = rest[0] if rest and not rest[0].startswith("-") else ""
         return f"edgelll {sub}".strip(), rest[1:] if sub else rest
-    if re.fullmatch(r"python3?", head) and rest and rest[0].startswith("benchmarks/"):
+    if re.fullmatch(r"python3?", head) and rest and rest[0].startswith(("benchmarks/", "examples/")):
         return rest[0], rest[1:]
-    if head in ("make", "export"):
+    if head in ("make", "export", "pip"):
         return head, rest
     raise AssertionError(f"README runs {head!r}, which test_readme.py does not know how to check")
 
@@ -194,7 +195,7 @@ def test_shell_block_options_exist():
     for line, cmds in shell_commands():
         for argv in cmds:
             prog, args = program(argv)
-            if prog == "export":
+            if prog in ("export", "pip"):
                 continue
             if prog == "make":
                 for target in args:
@@ -208,7 +209,7 @@ def test_shell_block_options_exist():
 
 def test_every_option_named_in_the_readme_exists():
     known = " ".join(help_text(p) for p in {program(a)[0] for _, cmds in shell_commands()
-                                             for a in cmds} - {"make", "export"})
+                                             for a in cmds} - {"make", "export", "pip"})
     known += help_text("edgelll") + help_text("edgelll learn") + help_text("edgelll list")
     named = set(OPTION.findall(README.read_text())) - {"-"}
     missing = sorted(o for o in named if o.startswith("--") and not listed(o, known))
@@ -239,6 +240,12 @@ def test_shell_block_edgelll_commands_run(home, monkeypatch, line, cmds):
         if argv[0] == "export":
             name, _, value = argv[1].partition("=")
             monkeypatch.setenv(name, os.path.expanduser(value))
+            continue
+        if re.fullmatch(r"python3?", argv[0]) and argv[1].startswith("examples/"):
+            # An example app, as a reader runs it after the block's commands
+            proc = subprocess.run([sys.executable, str(ROOT / argv[1]), *argv[2:]],
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, f"README.md:{line}: {' '.join(argv)}\n{proc.stderr}"
             continue
         if argv[0] != "edgelll":
             continue
