@@ -196,8 +196,9 @@ class ExportJob:
         acc, fp32 = measured["metrics"]["acc"], measured["fp32_metrics"]["acc"]
         drop = (fp32 - acc) * 100.0
         if drop > self.opts.max_acc_drop:
-            raise ExportError(f"{self.fmt.name} ACC {acc:.2%} is {drop:.2f} points below fp32 "
-                              f"{fp32:.2%}, more than --max-acc-drop {self.opts.max_acc_drop:g}; "
+            change = f"{drop:.2f} points below" if drop > 0 else f"{-drop:.2f} points above"
+            raise ExportError(f"{self.fmt.name} ACC {acc:.2%} is {change} fp32 {fp32:.2%}, a drop "
+                              f"over --max-acc-drop {self.opts.max_acc_drop:g}; "
                               f"nothing was written; calibrate on more samples (--calib-samples)"
                               f", try --calibration holdout or onnx-int8-dynamic, or allow more")
         x = np.concatenate([s[0] for s in self.sets])

@@ -275,9 +275,9 @@ def test_int8_losing_more_than_allowed_writes_nothing(runs):
     assert invoke("export", run, "-f", "onnx-int8", "--max-acc-drop", "100").exit_code == 0
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     one_line_error(invoke("export", run, "-f", "onnx-int8", "--max-acc-drop", "-100"),
-                   "points below fp32", "--max-acc-drop -100")
+                   "fp32", "a drop over --max-acc-drop -100")
     one_line_error(invoke("export", run, "-f", "onnx-int8-dynamic", "--max-acc-drop", "-100"),
-                   "points below fp32")
+                   "a drop over --max-acc-drop -100")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
