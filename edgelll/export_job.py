@@ -54,15 +54,9 @@ class ExportJob:
 
     # -- building -----------------------------------------------------------------------------
     def _model(self, ckpt: dict, path: Path):
-        from .models import rebuild
+        from .artifact import model_from_checkpoint
 
-        try:
-            model = rebuild(ckpt["spec"])
-            model.load_state_dict(ckpt["model"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not hold a model its spec describes "
-                                  f"({str(exc).splitlines()[0][:160]})") from None
-        return model.eval()
+        return model_from_checkpoint(ckpt, path)
 
     def build(self, ckpt: dict, path: Path) -> Built:
         opts, model = self.opts, self._model(ckpt, path)

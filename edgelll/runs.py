@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 from .errors import CheckpointError, ConfigError, OutputError
+from .runtime.format import atomic_write as _atomic_write
 
 CHECKPOINT_FORMAT = "edgelll-checkpoint/1"
 
@@ -35,28 +34,10 @@ def _cannot(action: str, path: Path, exc: OSError) -> OutputError:
 
 
 def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file, then move it onto ``path``.
-
-    An ``OSError`` (a full disk, a folder that cannot be written) becomes :class:`OutputError`
-    naming ``path``; the temporary file is removed and ``path`` keeps what it held before.
-    """
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _cannot("write", path, exc) from None
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _cannot("write", path, exc) from None
-        raise
+    """Call ``write(file)`` on a temporary file, then move it onto ``path``; an ``OSError``
+    becomes :class:`OutputError` naming ``path``, which keeps what it held before. The one
+    implementation is the runtime's (torch-free), so runs and device states write alike."""
+    _atomic_write(path, write, mode, hint="choose a writable --out")
 
 
 def write_json(path: Path, obj) -> None:

@@ -81,18 +81,25 @@ def units_to_labels(labels: dict, units: np.ndarray, task_ids: np.ndarray | None
     return units
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk and move it into
-    place, so a reader never sees a torn file; an OS refusal is one :class:`OutputError` line."""
+def atomic_write(path: str | Path, write, mode: str = "wb",
+                 hint: str = "choose a writable path") -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk and move it
+    into place with ``os.replace``, so a reader never sees a torn file. An OS refusal (a full disk,
+    a folder that cannot be written) is one :class:`OutputError` line naming ``path``, ending in
+    ``hint``; the temporary file is removed and ``path`` keeps what it held."""
     path = Path(path)
+
+    def cannot(exc: OSError) -> OutputError:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return OutputError(f"cannot write {path}: {reason}; free disk space or {hint}")
+
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; free disk space or "
-                          f"choose a writable path") from None
+        raise cannot(exc) from None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
@@ -100,9 +107,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}; free disk space or "
-                              f"choose a writable path") from None
+            raise cannot(exc) from None
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """``data`` written to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
