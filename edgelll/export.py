@@ -20,7 +20,6 @@ is replaced only with ``force``. The metadata follows :mod:`edgelll.runtime.form
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from . import metrics as M
 from .errors import CheckpointError, ConfigError, unknown_name
 from .export_onnx import PROVIDERS, ExportError, read_metadata
+from .runtime.format import config_digest
 
 __all__ = ["FORMATS", "ExportError", "ExportOptions", "export_run", "config_digest"]
 
@@ -91,12 +91,6 @@ class ExportOptions:
         if not math.isfinite(self.max_acc_drop):
             raise ConfigError(f"--max-acc-drop must be a finite number of points, got "
                               f"{self.max_acc_drop}")
-
-
-def config_digest(config: dict) -> str:
-    """sha256 of a run's config as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def checkpoints(run_dir: Path) -> dict[int, Path]:

@@ -223,7 +223,7 @@ class ExportJob:
                 "spec": model.spec(), "metrics": metrics,
                 "memory": {"limit": self.cfg.memory,
                            "measured": int(sum(self.ckpt.get("peak_memory", {}).values()))},
-                "config_digest": self.digest,
+                "config_digest": self.digest, "strategies": list(self.cfg.strategies),
                 "source": {"run": self.run_name, "checkpoint": f"exp{self.index:03d}"},
                 "quantization": b.calibration}
         if b.head is not None:

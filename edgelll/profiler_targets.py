@@ -9,7 +9,6 @@ used for torch eager and the label. A file without edgelll metadata is profiled 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ class Target:
             return self.onnx.stem
         kind = {"onnx": "fp32", "onnx-int8": "int8", "onnx-int8-dynamic": "int8-dyn"}.get(
             self.meta.get("export_format"), self.meta.get("export_format", "?"))
-        strategies = (self.config or {}).get("strategies")
+        strategies = (self.config or {}).get("strategies") or self.meta.get("strategies")
         name = "+".join(strategies) if strategies else (self.meta.get("source") or {}).get(
             "run", self.onnx.stem)
         parts = [name, kind]
@@ -55,11 +54,6 @@ class Target:
         if self.meta.get("graph") == "extractor":
             parts.append("split")
         return " ".join(parts)
-
-
-def digest(config: dict) -> str:
-    """sha256 of a config as canonical JSON, as the export contract's ``config_digest``."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_meta(path: Path, providers, threads: int) -> dict | None:
@@ -105,7 +99,7 @@ def _check_current(target: Target) -> None:
     if theirs != last:
         target.notes.append(f"{target.onnx} is an export of {theirs}, not of the run's last "
                             f"checkpoint {last}; export it again to profile the latest model")
-    elif meta.get("config_digest") != digest(target.config):
+    elif meta.get("config_digest") != fmt.config_digest(target.config):
         target.notes.append(f"{target.onnx} was exported from another config.json than the "
                             f"run's; export it again")
 
@@ -119,7 +113,7 @@ def _owning_run(path: Path, meta: dict | None) -> tuple[Path | None, dict | None
         config = _run_config(run_dir)
     except CheckpointError:
         return None, None
-    return (run_dir, config) if digest(config) == meta.get("config_digest") else (None, None)
+    return (run_dir, config) if fmt.config_digest(config) == meta.get("config_digest") else (None, None)
 
 
 def _split_for(target: Target, have_torch: bool, threads: int, providers, echo) -> None:

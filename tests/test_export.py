@@ -159,6 +159,7 @@ def test_metadata_round_trip(runs):
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     assert meta["config_digest"] == hashlib.sha256(canonical).hexdigest()
     assert meta["source"] == {"run": run.name, "checkpoint": "exp002"}
+    assert meta["strategies"] == config["strategies"]
     assert meta["export_format"] == "onnx" and meta["graph"] == "whole"
     assert meta["inputs"] == [i.name for i in sess.get_inputs()] == ["x", "task"]
     assert meta["routes_by_task"] is True

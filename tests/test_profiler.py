@@ -244,6 +244,17 @@ def test_by_duration_and_a_label_from_the_metadata(run, tmp_path):
     assert report["budget"] == {"runs": None, "seconds": 0.02, "batches": [1]}
 
 
+def test_a_file_away_from_its_run_is_labelled_from_its_own_metadata(run, tmp_path):
+    import shutil
+
+    root, _ = run
+    for name in ("model-extractor.onnx", "model-extractor-head.npz"):
+        shutil.copy(root / "run" / "export" / name, tmp_path / name)  # e.g. copied to a device
+    report = profile_targets([tmp_path / "model-extractor.onnx"],
+                             ProfileOptions(runs=5, batches=(1,), torch=False))
+    assert report["targets"][0]["label"] == "replay fp32 split"
+
+
 def test_an_export_older_than_the_run_is_profiled_with_a_note(run, tmp_path):
     import shutil
 

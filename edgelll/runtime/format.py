@@ -24,7 +24,8 @@ as ``session.get_modelmeta().custom_metadata_map``, so the runtime needs no onnx
     metrics          {"acc", "bwt", "forgetting", "acc_matrix"} of the exported model (for int8
                      export: re-measured on the quantised graph)
     memory           {"limit": bytes or null, "measured": bytes} of the run
-    config_digest    sha256 of the run's canonical config.json
+    config_digest    sha256 of the run's canonical config.json (:func:`config_digest`)
+    strategies       the run's strategies, e.g. ["replay", "bic"] (what a profile labels it by)
     source           {"run": run directory name, "checkpoint": "expNNN"}
 """
 
@@ -61,6 +62,15 @@ def parse_metadata(props: dict[str, str], path: str | Path = "model") -> dict | 
                         f"({meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}, "
                         f"expected {EXPORT_FORMAT!r}); export it again with this edgelll")
     return meta
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of a run's config as canonical JSON (sorted keys, no spaces): what ties an export
+    to the run it came from."""
+    import hashlib
+
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def units_to_labels(labels: dict, units: np.ndarray, task_ids: np.ndarray | None = None) -> np.ndarray:
