@@ -29,3 +29,17 @@ def test_bf16_autocast_learns_like_fp32():
 def test_auto_picks_cuda():
     learner = Learner(resolve({"strategies": ["naive"], "epochs": 1, "device": "auto"}))
     assert learner.device.type == "cuda"
+
+
+def test_profile_times_torch_eager_on_the_gpu_beside_onnx_runtime(tmp_path):
+    """edgelll profile on a CUDA machine: torch eager on the GPU (synchronised per call) beside
+    ONNX Runtime on the CPU, for a run directory exported on the fly."""
+    from edgelll.profiler import ProfileOptions, profile_targets
+
+    run = tmp_path / "run"
+    learn(resolve({"strategies": ["replay"], "epochs": 1, "model_args": {"hidden": (32,)}}),
+          run_dir=run, plot="none")
+    report = profile_targets([run], ProfileOptions(runs=20, batches=(1, 8)))
+    latency = report["targets"][0]["latency"]
+    for backend in ("ort-cpu", "torch-cpu", "torch-cuda"):
+        assert latency[backend][1]["p50_ms"] > 0 and latency[backend][8]["calls"] == 20, backend
