@@ -177,7 +177,7 @@ class LinearHead(Head):
 
     def scores(self, feats, task_ids=None) -> np.ndarray:
         feats = self.check_features(feats)
-        return self._masked(feats @ self.weight.T + self.bias, task_ids)
+        return self._masked(np.dot(feats, self.weight.T) + self.bias, task_ids)
 
     def learn(self, feats, y, task_ids=None, lr: float | None = None) -> None:
         """One gradient step of the mean softmax cross-entropy over the rows each sample may
@@ -191,7 +191,8 @@ class LinearHead(Head):
         p[np.arange(len(rows)), rows] -= 1.0
         p /= np.float32(len(rows))
         step = np.float32(self.lr if lr is None else lr)
-        self.weight -= step * (p.T @ feats)
+        # np.dot, not @: numpy's matmul costs about 8 us more on a (C, 1) @ (1, D) product
+        self.weight -= step * np.dot(p.T, feats)
         self.bias -= step * p.sum(axis=0)
 
     def imprint(self, feats, task: int = -1) -> tuple[np.ndarray, np.float32]:
