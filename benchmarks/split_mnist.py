@@ -12,7 +12,7 @@ runs during the next timed command, and reports how long after exit it appeared.
 optimizer construction, training, evaluation, checkpoints, plot), alternating the current code
 with the code before issue #8 (torch.optim, plot drawn inline). Usage:
 
-    EDGELLL_DATA=FOLDER python benchmarks/split_mnist.py [--repeats 5] [--breakdown]
+    EDGELLL_DATA=FOLDER python benchmarks/split_mnist.py [--repeats 5] [--breakdown] [--device cuda]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DEFAULT_DATA = (os.path.join(os.environ["EDGELLL_DATA"], "mnist.npz")
                 if os.environ.get("EDGELLL_DATA") else None)
 PROTOCOL = ["--stream", "split", "--scenario", "class", "--tasks", "5", "--model", "mlp",
             "--epochs", "1", "--batch-size", "128", "--lr", "1e-3", "--optimizer", "adam",
-            "--device", "cpu", "--seed", "0", "--quiet"]
+            "--seed", "0", "--quiet"]
 STRATEGIES = {"naive": [], "joint": [], "replay": ["--set", "replay.size=2000"], "ewc": []}
 TARGETS = {"naive": 1.0, "joint": None, "replay": 1.1, "ewc": 1.1}
 PHASES = ["import torch", "import edgelll", "data", "optimizer", "training", "evaluation",
@@ -72,7 +72,7 @@ def data_path(given: str | None) -> str:
 
 
 def compare(args, edgelll: str, work: Path) -> list[dict]:
-    bare = [sys.executable, str(HERE / "bare_loop.py"), args.data]
+    bare = [sys.executable, str(HERE / "bare_loop.py"), args.data, args.device]
     timed(bare)  # warm the file cache
     rows = []
     for name in args.strategies.split(","):
@@ -80,7 +80,7 @@ def compare(args, edgelll: str, work: Path) -> list[dict]:
         for rep in range(args.repeats):
             out = work / f"{name}-{rep}"
             cmd = [edgelll, "learn", "--data", f"mnist={args.data}", "-s", name,
-                   *STRATEGIES[name], *PROTOCOL, "--out", str(out)]
+                   *STRATEGIES[name], *PROTOCOL, "--device", args.device, "--out", str(out)]
             w_bare, _ = timed(bare)
             w, peak = timed(cmd)
             plots.append(wait_for_plot(out))
@@ -116,7 +116,8 @@ def breakdown(args, work: Path) -> list[dict]:
         for mode in runs:
             out = work / f"{mode}-{rep}"
             cli = ["learn", "--data", f"mnist={args.data}", "-s", "naive", *PROTOCOL,
-                   "--out", str(out), *(["--plot", "inline"] if mode == "before" else [])]
+                   "--device", args.device, "--out", str(out),
+                   *(["--plot", "inline"] if mode == "before" else [])]
             wall, _ = timed([sys.executable, str(Path(__file__).resolve()), "--child", mode, *cli])
             phases = json.loads(timed.stdout.strip().splitlines()[-1])
             phases["other (startup, exit, rest)"] = wall - sum(phases.values())
@@ -181,6 +182,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--breakdown", action="store_true", help="phase times of the naive job")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where edgelll and the bare loop train (cuda: data on the GPU for both)")
     args = ap.parse_args()
     args.data = data_path(args.data)
     edgelll = shutil.which("edgelll") or sys.exit("edgelll is not installed (make install)")
@@ -190,7 +193,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (HERE / "out").mkdir(exist_ok=True)
-    name = "split_mnist_breakdown.json" if args.breakdown else "split_mnist.json"
+    name = ("split_mnist_breakdown" if args.breakdown else "split_mnist") + (
+        "_cuda" if args.device == "cuda" else "") + ".json"
     (HERE / "out" / name).write_text(json.dumps(rows, indent=2))
 
 
