@@ -68,21 +68,6 @@ def _resume_config(resume: Path, given: dict, other: bool):
         raise
 
 
-def _profile_layer(name: str, warn: bool) -> dict:
-    """The settings ``--device-profile NAME`` applies, under the config file and the options;
-    threads above this machine's cores are capped, with one ``warning:`` line unless the threads
-    are given explicitly."""
-    import warnings
-
-    from edgelll.devices_catalog import device_profile, learn_settings
-    from edgelll.errors import EdgelllWarning
-
-    layer, warning = learn_settings(device_profile(name))
-    if warning is not None and warn:
-        warnings.warn(warning, EdgelllWarning, stacklevel=2)
-    return layer
-
-
 def _progress_interval() -> float:
     """Seconds between progress lines when stdout is a log (EDGELLL_PROGRESS_SECONDS, default 5)."""
     raw = os.environ.get("EDGELLL_PROGRESS_SECONDS", "5")
@@ -135,20 +120,15 @@ def learn_command(
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "optimizer_state": optimizer_state, "freeze_backbone_after": freeze_backbone_after,
-             "device": device, "amp": amp, "threads": threads, "seed": seed}
+             "device": device, "amp": amp, "threads": threads, "device_profile": device_profile,
+             "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
-        cfg = _resume_config(resume, given, bool(config or set_ or out or device_profile))
+        cfg = _resume_config(resume, given, bool(config or set_ or out))
         run_dir = resume
     else:
         layers = [load_config_file(config)] if config else []
-        name = device_profile or next((layer["device_profile"] for layer in layers
-                                       if isinstance(layer.get("device_profile"), str)), None)
-        sets = parse_sets(set_ or [])
-        if name is not None:
-            explicit = "threads" in given or "threads" in sets or any("threads" in l for l in layers)
-            layers.insert(0, _profile_layer(name, warn=not explicit))
-        cfg = resolve(*layers, given, overrides=sets)
+        cfg = resolve(*layers, given, overrides=parse_sets(set_ or []))
         run_dir = out if out is not None else unique_run_dir(Path("runs") / "learn", _run_name(cfg))
         check_new_run_dir(run_dir)
     reporter = (Reporter(None, announce=sys.stderr) if quiet

@@ -116,6 +116,31 @@ def load_config_file(path: str | Path) -> dict:
     return raw
 
 
+def _device_profile_layer(layers: tuple[dict, ...]) -> list[dict]:
+    """The settings a ``device_profile`` (the last layer naming one wins) applies, as a layer under
+    all the others so that an explicit memory or threads wins: its learner memory budget and its
+    threads, capped at this machine's cores with an :class:`EdgelllWarning` unless a layer sets
+    threads. When later layers set both already (a run's own config.json, on resume), the profile
+    is not read again."""
+    named = [layer["device_profile"] for layer in layers if "device_profile" in layer]
+    if not named or is_none(named[-1]):
+        return []
+    if not isinstance(named[-1], str):
+        raise ConfigError(f"device_profile must be a profile name (edgelll list devices) or a "
+                          f".toml path, got {named[-1]!r}")
+    if all(any(key in layer for layer in layers) for key in ("memory", "threads")):
+        return []
+    import warnings
+
+    from .devices_catalog import device_profile, learn_settings
+    from .errors import EdgelllWarning
+
+    layer, warning = learn_settings(device_profile(named[-1]))
+    if warning is not None and not any("threads" in layer for layer in layers):
+        warnings.warn(warning, EdgelllWarning, stacklevel=3)
+    return [layer]
+
+
 def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
     """Merge layers of raw settings (later wins) into a checked :class:`LearnConfig`.
 
@@ -128,7 +153,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
     values: dict = {}
     model_args: dict = {}
     strategy_args: dict = {}
-    for layer in (*layers, overrides or {}):
+    layers = (*layers, overrides or {})
+    for layer in (*_device_profile_layer(layers), *layers):
         for key, value in layer.items():
             if key in ("model_args", "model") and isinstance(value, dict):
                 model_args.update(value)

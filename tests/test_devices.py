@@ -154,3 +154,27 @@ def test_learn_with_the_microcontroller_profile_sets_its_budget(tmp_path):
     r = _learn(tmp_path, "--device-profile", "no-such-board", "--out", str(tmp_path / "x"))
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
     assert "unknown device profile 'no-such-board'" in r.stderr
+
+
+def test_resolve_applies_a_profile_for_python_callers_too():
+    """edgelll.resolve, not only the CLI, applies a device_profile: its budget and threads under
+    every other layer, an explicit memory or threads winning; a run's own config.json (both set)
+    resumes without reading the profile again."""
+    import warnings
+
+    import edgelll
+
+    cores = os.cpu_count() or 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = edgelll.resolve({"device_profile": "raspberry-pi-4"})
+    assert (cfg.memory, cfg.threads, cfg.device_profile) == (64 * 2**20, min(4, cores),
+                                                            "raspberry-pi-4")
+    assert any("asks for 4 threads" in str(w.message) for w in caught) == (cores < 4)
+    cfg = edgelll.resolve({"device_profile": "raspberry-pi-4", "memory": "2MiB"}, {"threads": 1})
+    assert (cfg.memory, cfg.threads) == (2 * 2**20, 1)
+    again = edgelll.resolve({**cfg.to_dict(), "device_profile": "no-such-board"})
+    assert (again.memory, again.threads) == (2 * 2**20, 1)  # both set: the profile is not read
+    assert edgelll.resolve({"device_profile": None}).memory is None
+    with pytest.raises(ConfigError, match="unknown device profile 'no-such-board'"):
+        edgelll.resolve({"device_profile": "no-such-board"})
