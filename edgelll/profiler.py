@@ -122,13 +122,12 @@ def _learning(target: Target, opts, budget, threads, providers) -> dict:
         return Model.load(target.split, providers=providers, threads=threads)
 
     model = load()
-    if (model.meta or {}).get("routes_by_task"):
-        return {"note": "learning cost of a task-routed head is not measured"}
     shapes, dtypes = input_specs(model.session, model.meta)
     x = feeds(shapes, dtypes, opts.learn_batch)["x"]
-    classes = np.asarray(model.classes)
-    y = classes[np.arange(opts.learn_batch) % len(classes)]
-    return learning_cost(load, x, y, budget)
+    rows = np.arange(opts.learn_batch) % len(model.head.labels)  # every class of the head in turn
+    y = model.head.labels[rows]
+    t = np.maximum(model.head.tasks[rows], 0) if model.routes_by_task else None  # each row's task
+    return learning_cost(load, x, y, budget, t)
 
 
 @dataclass

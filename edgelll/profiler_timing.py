@@ -159,21 +159,25 @@ def torch_benches(prefix: tuple, model, inputs: dict[int, tuple], device: str = 
 
 
 def learning_cost(load_model: Callable[[], object], x: np.ndarray, y: np.ndarray,
-                  budget: Budget, shots: int = 5) -> dict:
+                  budget: Budget, t: np.ndarray | None = None, shots: int = 5) -> dict:
     """Microseconds per sample of ``Model.learn`` (at batch 1 and at ``len(x)``) and of
     ``learn_class`` with ``shots`` samples, each on a freshly loaded model; ``learn_class`` gets a
-    new label per call, so every timed call adds a class as a device would."""
+    new label per call, so every timed call adds a class as a device would. ``t``: each sample's
+    task, for a head that routes by task (new classes join task ``t[0]``)."""
     reps = max(3, min(budget.runs or 100, 100))
     warm = REWARM
+    task = None if t is None else int(t[0])
     model = load_model()
-    one = time_calls(lambda: model.learn(x[:1], y[:1]), reps, warmup=warm)
+    one = time_calls(lambda: model.learn(x[:1], y[:1], None if t is None else t[:1]), reps,
+                     warmup=warm)
     model = load_model()
-    batch = time_calls(lambda: model.learn(x, y), reps, warmup=warm)
+    batch = time_calls(lambda: model.learn(x, y, t), reps, warmup=warm)
     model = load_model()
     first = int(np.max(model.classes)) + 1
     labels = iter(range(first, first + reps + warm + 1))
     few = x[:shots]
-    news = time_calls(lambda: model.learn_class(few, next(labels)), reps, warmup=warm)
+    news = time_calls(lambda: model.learn_class(few, next(labels), task_id=task), reps,
+                      warmup=warm)
     return {"learn_us_per_sample_b1": percentile(one, 50) / 1e3,
             "learn_us_per_sample": percentile(batch, 50) / 1e3 / len(x),
             "learn_batch": len(x),

@@ -266,3 +266,15 @@ def test_an_export_older_than_the_run_is_profiled_with_a_note(run, tmp_path):
     report = profile_targets([copy], ProfileOptions(runs=5, batches=(1,), torch=False))
     notes = " ".join(report["targets"][0]["notes"])
     assert f"is an export of {last.stem}, not of the run's last checkpoint exp009" in notes
+
+
+def test_a_task_routed_run_gets_its_learning_cost_too(tmp_path):
+    r = CliRunner().invoke(app, ["learn", "--scenario", "task", "--epochs", "1", "--set",
+                                 "model.hidden=16", "--tasks", "2", "-q", "--plot", "none",
+                                 "--out", str(tmp_path / "task")])
+    assert r.exit_code == 0, r.stderr
+    report = profile_targets([tmp_path / "task"], ProfileOptions(runs=5, batches=(1,), torch=False))
+    (e,) = report["targets"]
+    learning = e["learning"]
+    assert learning["learn_us_per_sample"] > 0 and learning["learn_class_us_per_sample"] > 0
+    assert not any("task-routed" in n for n in e["notes"])
