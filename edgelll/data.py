@@ -80,6 +80,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    # Classes an FSCIL base session draws from (Omniglot's background characters); None: any.
+    base_pool: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None  # by label, where the data names its classes
 
     @property
     def n_classes(self) -> int:
