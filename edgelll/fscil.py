@@ -46,7 +46,7 @@ def session_classes(order: list[int], spec: FscilSpec,
     need = spec.ways * spec.sessions
     if pool is None:
         base_n = len(order) - need if spec.base_classes is None else spec.base_classes
-        base_from, new_from = order[:base_n], order[base_n:]
+        base_from, new_from = order[:max(0, base_n)], order[max(0, base_n):]
         avail = len(order)
     else:
         base_from = [c for c in order if c in pool]
@@ -61,16 +61,13 @@ def session_classes(order: list[int], spec: FscilSpec,
         where = "base-pool (background) classes" if pool is not None else "classes"
         raise ConfigError(f"--base-classes {base_n} is more than the {avail} {where} of this data; "
                           f"lower --base-classes")
+    left = list(new_from)
+    if len(left) < need:  # more ways than classes left
+        raise ConfigError(f"{spec.sessions} sessions of {spec.ways} ways (--sessions, --ways) need "
+                          f"{need} new classes, but only {len(left)} are left after the {base_n} "
+                          f"base classes; lower --ways, --sessions or --base-classes")
     groups = [list(base_from[:base_n])]
-    left = list(new_from) if pool is not None else list(order[base_n:])
-    for s in range(1, spec.sessions + 1):
-        chunk = left[(s - 1) * spec.ways: s * spec.ways]
-        if len(chunk) < spec.ways:
-            remain = max(0, len(left) - (s - 1) * spec.ways)
-            raise ConfigError(f"session {s} needs {spec.ways} new classes (--ways) but only "
-                              f"{remain} are left after the base session and sessions before it; "
-                              f"lower --ways, --sessions or --base-classes")
-        groups.append(chunk)
+    groups += [left[s * spec.ways:(s + 1) * spec.ways] for s in range(spec.sessions)]
     return groups
 
 
