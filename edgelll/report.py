@@ -83,7 +83,9 @@ class Reporter:
     def start_experience(self, index: int, n_experiences: int, steps: int, classes) -> None:
         if self.console is None:
             return
-        label = f"exp {index + 1}/{n_experiences} classes {list(classes)}"
+        shown = (list(classes) if len(classes) <= 12  # an FSCIL base session can hold hundreds
+                 else f"[{', '.join(map(str, list(classes)[:5]))}, ... ({len(classes)} classes)]")
+        label = f"exp {index + 1}/{n_experiences} classes {shown}"
         self._exp = {"label": f"exp {index + 1}/{n_experiences}", "steps": steps, "done": 0,
                      "start": self.clock(), "last": self.clock()}
         if self._t0 is None:
