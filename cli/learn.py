@@ -79,13 +79,13 @@ def _progress_interval() -> float:
 
 @handle_errors
 def learn_command(
-    data: Annotated[Optional[str], Opt(field="data", help="digits (embedded), mnist=PATH, fashion-mnist=PATH, or a .npz file / IDX folder")] = None,
+    data: Annotated[Optional[str], Opt(field="data", help="digits (embedded), mnist=PATH, fashion-mnist=PATH, omniglot=PATH, or a .npz file / IDX folder")] = None,
     layout: Annotated[Optional[str], Opt(field="layout", help="4-D images: auto (detect) | nchw | nhwc (channels last)")] = None,
     stream: Annotated[Optional[str], Opt(field="stream", help="split | permuted | rotated | fscil (few-shot class-incremental sessions)")] = None,
     scenario: Annotated[Optional[str], Opt(field="scenario", help="class | task | domain (van de Ven & Tolias 2019)")] = None,
-    tasks: Annotated[Optional[int], Opt(field="tasks", help="number of experiences in the stream")] = None,
+    tasks: Annotated[Optional[int], Opt(field="tasks", help="number of experiences in the stream (split, permuted, rotated; fscil has --sessions + 1)")] = None,
     class_order: Annotated[Optional[str], Opt(field="class_order", help="natural | random (seeded) | labels like 3,1,4,...")] = None,
-    base_classes: Annotated[Optional[int], Opt(field="base_classes", help="fscil: classes of the base session, with all their data (default: those the sessions leave)")] = None,
+    base_classes: Annotated[Optional[int], Opt(field="base_classes", help="fscil: classes of the base session, with all their data")] = None,
     ways: Annotated[Optional[int], Opt(field="ways", help="fscil: new classes per incremental session")] = None,
     shots: Annotated[Optional[int], Opt(field="shots", help="fscil: training samples per new class (a seeded choice)")] = None,
     sessions: Annotated[Optional[int], Opt(field="sessions", help="fscil: incremental sessions after the base session")] = None,
