@@ -519,9 +519,10 @@ def load_dataset(spec: str, layout: str = "auto") -> Dataset:
     if word == "digits":
         return _load_embedded_digits()
     if word in _PATH_DATASETS:
+        what = "omniglot28.npz file" if word == "omniglot" else ".npz file or IDX folder"
         raise ConfigError(
             f"dataset {word!r} is not shipped and never downloaded; pass {word}=PATH "
-            "pointing at a local .npz file or IDX folder"
+            f"pointing at a local {what}"
         )
     if Path(spec).expanduser().exists():
         return _load_path(spec, None, layout)
