@@ -17,7 +17,7 @@ from .common import RUN, handle_errors
 
 _DEFAULTS = LearnConfig()
 # What a default of None means, where "none" alone would not say it.
-_NONE_MEANS = {"memory": "no cap", "compute_steps": "no cap", "compute_flops": "no cap",
+_NONE_MEANS = {"base_classes": "the classes the sessions leave", "memory": "no cap", "compute_steps": "no cap", "compute_flops": "no cap",
                "steps": "from --epochs", "threads": "torch's choice"}
 
 
@@ -79,12 +79,16 @@ def _progress_interval() -> float:
 
 @handle_errors
 def learn_command(
-    data: Annotated[Optional[str], Opt(field="data", help="digits (embedded), mnist=PATH, fashion-mnist=PATH, or a .npz file / IDX folder")] = None,
+    data: Annotated[Optional[str], Opt(field="data", help="digits (embedded), mnist=PATH, fashion-mnist=PATH, omniglot=PATH, or a .npz file / IDX folder")] = None,
     layout: Annotated[Optional[str], Opt(field="layout", help="4-D images: auto (detect) | nchw | nhwc (channels last)")] = None,
-    stream: Annotated[Optional[str], Opt(field="stream", help="split | permuted | rotated")] = None,
+    stream: Annotated[Optional[str], Opt(field="stream", help="split | permuted | rotated | fscil (few-shot class-incremental sessions)")] = None,
     scenario: Annotated[Optional[str], Opt(field="scenario", help="class | task | domain (van de Ven & Tolias 2019)")] = None,
-    tasks: Annotated[Optional[int], Opt(field="tasks", help="number of experiences in the stream")] = None,
+    tasks: Annotated[Optional[int], Opt(field="tasks", help="number of experiences in the stream (split, permuted, rotated; fscil has --sessions + 1)")] = None,
     class_order: Annotated[Optional[str], Opt(field="class_order", help="natural | random (seeded) | labels like 3,1,4,...")] = None,
+    base_classes: Annotated[Optional[int], Opt(field="base_classes", help="fscil: classes of the base session, with all their data")] = None,
+    ways: Annotated[Optional[int], Opt(field="ways", help="fscil: new classes per incremental session")] = None,
+    shots: Annotated[Optional[int], Opt(field="shots", help="fscil: training samples per new class (a seeded choice)")] = None,
+    sessions: Annotated[Optional[int], Opt(field="sessions", help="fscil: incremental sessions after the base session")] = None,
     model: Annotated[Optional[str], Opt(field="model", help="network from `edgelll list models`")] = None,
     strategy: Annotated[Optional[list[str]], Opt("--strategy", "-s", field="strategies", help="repeat to compose, e.g. -s replay -s ewc")] = None,
     memory: Annotated[Optional[str], Opt(field="memory", help="cap on the learner's whole state, e.g. 4MiB, 512KiB")] = None,
@@ -116,7 +120,8 @@ def learn_command(
     from edgelll.runs import check_new_run_dir, unique_run_dir
 
     given = {"data": data, "layout": layout, "stream": stream, "scenario": scenario, "tasks": tasks,
-             "class_order": class_order, "model": model, "strategies": strategy, "memory": memory,
+             "class_order": class_order, "base_classes": base_classes, "ways": ways,
+             "shots": shots, "sessions": sessions, "model": model, "strategies": strategy, "memory": memory,
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "optimizer_state": optimizer_state, "freeze_backbone_after": freeze_backbone_after,

@@ -18,7 +18,7 @@ from .errors import ConfigError, unknown_name
 from .values import (MAX_COUNT, check_number, coerce, format_bytes, is_none,  # noqa: F401
                      parse_size)
 
-STREAMS = ("split", "permuted", "rotated")
+STREAMS = ("split", "permuted", "rotated", "fscil")
 SCENARIOS = ("class", "task", "domain")
 OPTIMIZERS = ("adam", "sgd")
 OPTIMIZER_STATES = ("auto", "keep", "reset")
@@ -34,6 +34,13 @@ class LearnConfig:
     scenario: str = "class"
     tasks: int = 5
     class_order: str = "natural"  # natural | random (seeded) | comma-separated labels
+    # The fscil stream (edgelll/fscil.py): a base session of base_classes classes (None: those the
+    # sessions leave, or a data set's whole base pool), then `sessions` sessions of `ways` new
+    # classes with `shots` training samples each; `tasks` is then unused.
+    base_classes: int | None = None
+    ways: int = 1
+    shots: int = 5
+    sessions: int = 5
     model: str = "mlp"
     model_args: dict = field(default_factory=dict)
     strategies: tuple[str, ...] = ("replay",)
@@ -173,7 +180,7 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
         default = getattr(base, key)
         if key == "memory":
             values[key] = parse_size(value)
-        elif key in ("compute_steps", "threads", "steps", "freeze_backbone_after"):
+        elif key in ("compute_steps", "threads", "steps", "freeze_backbone_after", "base_classes"):
             values[key] = None if is_none(value) else coerce(key, value, 0)
         elif key == "device_profile":
             values[key] = None if is_none(value) else value
@@ -219,8 +226,9 @@ def check(cfg: LearnConfig) -> None:
         from .devices_catalog import device_option_message
         raise ConfigError(device_option_message(cfg.device))
     positive = {"tasks": cfg.tasks, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                "eval_batch_size": cfg.eval_batch_size}
-    for opt in ("compute_steps", "steps", "threads"):
+                "eval_batch_size": cfg.eval_batch_size, "ways": cfg.ways, "shots": cfg.shots,
+                "sessions": cfg.sessions}
+    for opt in ("compute_steps", "steps", "threads", "base_classes"):
         if getattr(cfg, opt) is not None:
             positive[opt] = getattr(cfg, opt)
     for name, value in positive.items():
@@ -251,6 +259,9 @@ def check(cfg: LearnConfig) -> None:
         raise ConfigError("no strategy given; use --strategy naive for plain fine-tuning")
     if len(set(cfg.strategies)) != len(cfg.strategies):
         raise ConfigError(f"a strategy is named twice in {', '.join(cfg.strategies)}")
+    if cfg.stream == "fscil" and cfg.scenario != "class":
+        raise ConfigError(f"the fscil stream is class-incremental (one growing head, no task id); "
+                          f"use --scenario class, not {cfg.scenario}")
     if "independent" in cfg.strategies and cfg.scenario == "domain":
         raise ConfigError("independent (one model per task) needs task ids or disjoint classes; "
                           "use --scenario task or class")

@@ -37,6 +37,7 @@ __all__ = [
     "load_dataset",
     "load_idx_dir",
     "load_npz",
+    "read_npz_arrays",
 ]
 
 DATASETS: dict[str, str] = {
@@ -45,10 +46,13 @@ DATASETS: dict[str, str] = {
     "pass mnist=PATH (.npz file or IDX folder)",
     "fashion-mnist": "Fashion-MNIST clothing images, 1x28x28 uint8, 10 classes, 60000 / 10000; "
     "pass fashion-mnist=PATH (.npz file or IDX folder)",
+    "omniglot": "Omniglot characters (Lake et al. 2015), 1x28x28 uint8, 964 background + 659 "
+    "evaluation characters, the last 5 of each one's 20 drawings held out for test; pass "
+    "omniglot=PATH (omniglot28.npz)",
 }
 
 # Named sets that are never shipped or downloaded: the user points at a local copy.
-_PATH_DATASETS = ("mnist", "fashion-mnist")
+_PATH_DATASETS = ("mnist", "fashion-mnist", "omniglot")
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IDX_TYPES = {
     0x08: "unsigned byte",
@@ -80,6 +84,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    # Classes an FSCIL base session draws from (Omniglot's background characters); None: any.
+    base_pool: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None  # by label, where the data names its classes
 
     @property
     def n_classes(self) -> int:
@@ -321,7 +328,7 @@ def _regular(p: Path) -> None:
         )
 
 
-def _read_npz(p: Path) -> dict[str, np.ndarray]:
+def _read_npz(p: Path, keys: tuple[str, ...] = _NPZ_KEYS) -> dict[str, np.ndarray]:
     try:
         npz = np.load(p, allow_pickle=False)
     except ValueError:
@@ -341,14 +348,13 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
             "x_train, y_train, x_test, y_test together with numpy.savez"
         )
     with npz:
-        missing = [k for k in _NPZ_KEYS if k not in npz.files]
+        missing = [k for k in keys if k not in npz.files]
         if missing:
             raise DataError(
                 f"{p} lacks array(s) {', '.join(missing)} (it holds: "
-                f"{', '.join(npz.files) or 'nothing'}); an .npz needs x_train, y_train, "
-                "x_test, y_test"
+                f"{', '.join(npz.files) or 'nothing'}); this .npz needs {', '.join(keys)}"
             )
-        return {k: _npz_member(npz, p, k) for k in _NPZ_KEYS}
+        return {k: _npz_member(npz, p, k) for k in keys}
 
 
 def _npz_member(npz: Any, p: Path, key: str) -> np.ndarray:
@@ -362,18 +368,23 @@ def _npz_member(npz: Any, p: Path, key: str) -> np.ndarray:
         raise DataError(f"array {key} in {p} {msg}") from None
 
 
+def read_npz_arrays(path: str | os.PathLike[str], keys: tuple[str, ...]) -> tuple[Path, dict]:
+    """The named arrays of an ``.npz`` (no pickled data), any failure a :class:`DataError`."""
+    p = _existing(path, "file")
+    try:
+        return p, _read_npz(p, keys)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last guard: a damaged archive fails in many ways
+        raise DataError(f"{p} is not a readable .npz archive ({_one_line(exc)}); "
+                        "re-create it") from None
+
+
 def load_npz(path: str | os.PathLike[str], name: str | None = None,
              layout: str = "auto") -> Dataset:
     """Load an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (no pickled data); 4-D
     images are read as ``layout`` (``auto``, ``nchw`` or ``nhwc``)."""
-    p = _existing(path, "file")
-    try:
-        arrays = _read_npz(p)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - last guard: a damaged archive fails in many ways
-        msg = f"{p} is not a readable .npz archive ({_one_line(exc)}); re-create it"
-        raise DataError(msg) from None
+    p, arrays = read_npz_arrays(path, _NPZ_KEYS)
     return _from_file_arrays(p, arrays, name, layout)
 
 
@@ -508,9 +519,10 @@ def load_dataset(spec: str, layout: str = "auto") -> Dataset:
     if word == "digits":
         return _load_embedded_digits()
     if word in _PATH_DATASETS:
+        what = "omniglot28.npz file" if word == "omniglot" else ".npz file or IDX folder"
         raise ConfigError(
             f"dataset {word!r} is not shipped and never downloaded; pass {word}=PATH "
-            "pointing at a local .npz file or IDX folder"
+            f"pointing at a local {what}"
         )
     if Path(spec).expanduser().exists():
         return _load_path(spec, None, layout)
@@ -536,4 +548,7 @@ def _load_named(spec: str, layout: str = "auto") -> Dataset:
         )
     if not path:
         raise ConfigError(f"{spec!r} has no path after '='; pass {name}=PATH")
+    if name == "omniglot":
+        from edgelll.omniglot import load_omniglot
+        return load_omniglot(path)
     return _load_path(path, name, layout)

@@ -166,11 +166,13 @@ class ExportJob:
     # -- the whole job ------------------------------------------------------------------------
     def run(self, out: Path) -> dict:
         from .data import load_dataset
+        from .fscil import fscil_spec
         from .streams import make_stream
 
         start, cfg, opts = time.perf_counter(), self.cfg, self.opts
         self.stream = make_stream(load_dataset(cfg.data, layout=cfg.layout), cfg.stream,
-                                  cfg.scenario, cfg.tasks, cfg.class_order, cfg.seed, "cpu")
+                                  cfg.scenario, cfg.tasks, cfg.class_order, cfg.seed, "cpu",
+                                  fscil_spec(cfg))
         self.sets = test_sets(self.stream)
         b = self.build(self.ckpt, self.found[self.index])
         parity = self.parity(b)

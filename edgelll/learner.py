@@ -45,6 +45,7 @@ from .resume import check_checkpoint, elapsed_before, same_config
 from .runs import (RunLock, checkpoint_path, create_run_dir, latest_checkpoint, load_checkpoint,
                    remove_stale_temporaries, save_checkpoint, write_json)
 from .strategies import Context, Strategy, create_strategy
+from .fscil import fscil_spec
 from .streams import Experience, Stream, make_stream
 
 if TYPE_CHECKING:  # imported when used: `python -m edgelll.plot_job` must not find it loaded
@@ -113,7 +114,7 @@ class Learner:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.stream = make_stream(_dataset(cfg, data), cfg.stream, cfg.scenario, cfg.tasks,
-                                  cfg.class_order, cfg.seed, self.device)
+                                  cfg.class_order, cfg.seed, self.device, fscil_spec(cfg))
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         first = self.stream.experiences[0]
@@ -372,6 +373,9 @@ class Learner:
                   "planned": {**self.planned, "total": sum(self.planned.values())},
                   "limit": self.cfg.memory}
         reports = {s.name: r for s in self.strategies if (r := s.report())}
+        if self.cfg.stream == "fscil":  # experience i is session i (edgelll/fscil.py)
+            summary["fscil"] = M.fscil_summary(self.acc, [int(e.y_test.numel())
+                                                          for e in self.stream.experiences])
         return {"acc_matrix": self.acc, "random_init_acc": self.random_acc, **summary,
                 **({"strategies": reports} if reports else {}),
                 "resolved": resolved_values(self.strategies, self.cfg),  # e.g. replay.size
@@ -410,7 +414,8 @@ class Learner:
                 self.acc, classes))
         self.reporter.summary(m, m["memory_bytes"], self.run_dir)
         return RunResult(self.cfg, self.acc, self.random_acc,
-                         {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve", "seconds")},
+                         {k: m[k] for k in ("acc", "bwt", "fwt", "forgetting", "acc_curve",
+                                            "seconds", "fscil") if k in m},
                          m["memory_bytes"], self.stats, self.run_dir, self.model, self.strategies, job)
 
 

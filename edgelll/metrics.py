@@ -11,6 +11,12 @@ References:
   Learning", NeurIPS 2017, arXiv:1706.08840, section 2.
 * Forgetting: A. Chaudhry, P. K. Dokania, T. Ajanthan and P. H. S. Torr, "Riemannian Walk for
   Incremental Learning: Understanding Forgetting and Intransigence", ECCV 2018, arXiv:1801.10112.
+* FSCIL sessions: X. Tao et al., "Few-Shot Class-Incremental Learning", CVPR 2020,
+  arXiv:2004.10956 (accuracy on all classes seen after each session), and the session table of
+  later FSCIL papers (first, last, average over sessions, and the performance drop
+  first - last, e.g. CEC, Zhang et al. 2021, arXiv:2104.03047). With ``n_j`` test samples in
+  experience ``j``, the accuracy on the union of experiences ``a..b`` after step ``i`` is
+  ``sum_j n_j R[i][j] / sum_j n_j`` over ``a <= j <= b``: exactly the accuracy on that union.
 
 Invalid matrices raise :class:`ValueError`: they come from code, never from a user.
 """
@@ -121,3 +127,41 @@ def summarize(R: ArrayLike, b: VectorLike) -> dict[str, Any]:
         "forgetting": forgetting(R),
         "acc_curve": accuracy_curve(R),
     }
+
+
+def _weighted(row: np.ndarray, n: np.ndarray, lo: int, hi: int) -> float | None:
+    """Accuracy on the union of experiences ``lo..hi-1`` (None when that range is empty)."""
+    if hi <= lo:
+        return None
+    return float((row[lo:hi] * n[lo:hi]).sum() / n[lo:hi].sum())
+
+
+def session_accuracies(R: ArrayLike, test_counts: VectorLike, base: int = 1) -> dict[str, list]:
+    """Per finished session ``i`` (row of ``R``): accuracy on all classes seen (experiences
+    ``0..i``), on the base classes (the first ``base`` experiences) and on the new classes
+    (experiences ``base..i``; None while there are none), each weighted by test counts."""
+    arr = _check_matrix(R)
+    n = np.asarray(test_counts, dtype=float)
+    if n.shape != (arr.shape[1],) or not np.all(n > 0):
+        raise ValueError(f"test counts must be {arr.shape[1]} positive numbers, got {test_counts}")
+    rows = range(arr.shape[0])
+    return {"all": [_weighted(arr[i], n, 0, i + 1) for i in rows],
+            "base": [_weighted(arr[i], n, 0, min(base, i + 1)) for i in rows],
+            "new": [_weighted(arr[i], n, base, i + 1) for i in rows]}
+
+
+def session_table(all_seen: VectorLike) -> dict[str, float]:
+    """The FSCIL session table from the accuracy on all seen classes after each session: first
+    (the base session), last, the average over sessions, and the drop from first to last."""
+    arr = _as_unit_array(all_seen, "session accuracies")
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"session accuracies must be a non-empty vector, got shape {arr.shape}")
+    return {"first": float(arr[0]), "last": float(arr[-1]), "average": float(arr.mean()),
+            "drop": float(arr[0] - arr[-1])}
+
+
+def fscil_summary(R: ArrayLike, test_counts: VectorLike) -> dict[str, Any]:
+    """Per-session accuracies and the session table, plain values for ``metrics.json``."""
+    per = session_accuracies(R, test_counts)
+    return {"sessions": per, **session_table(per["all"]),
+            "test_counts": [int(c) for c in test_counts]}

@@ -83,7 +83,9 @@ class Reporter:
     def start_experience(self, index: int, n_experiences: int, steps: int, classes) -> None:
         if self.console is None:
             return
-        label = f"exp {index + 1}/{n_experiences} classes {list(classes)}"
+        shown = (list(classes) if len(classes) <= 12  # an FSCIL base session can hold hundreds
+                 else f"[{', '.join(map(str, list(classes)[:5]))}, ... ({len(classes)} classes)]")
+        label = f"exp {index + 1}/{n_experiences} classes {shown}"
         self._exp = {"label": f"exp {index + 1}/{n_experiences}", "steps": steps, "done": 0,
                      "start": self.clock(), "last": self.clock()}
         if self._t0 is None:
@@ -178,6 +180,16 @@ class Reporter:
         for key, label in (("acc", "final average accuracy (ACC)"), ("bwt", "backward transfer (BWT)"),
                            ("fwt", "forward transfer (FWT)"), ("forgetting", "average forgetting")):
             table.add_row(label, f"{metrics[key] * 100:+.2f}%" if key != "acc" else f"{metrics[key] * 100:.2f}%")
+        if "fscil" in metrics:
+            f = metrics["fscil"]
+            table.add_row("FSCIL sessions: all seen", "  ".join(
+                f"{a * 100:.1f}" for a in f["sessions"]["all"]) + "%")
+            table.add_row("  base / new classes, last", f"{f['sessions']['base'][-1] * 100:.1f}% / "
+                          + ("-" if f["sessions"]["new"][-1] is None
+                             else f"{f['sessions']['new'][-1] * 100:.1f}%"))
+            table.add_row("  first / last / average", f"{f['first'] * 100:.1f}% / "
+                          f"{f['last'] * 100:.1f}% / {f['average'] * 100:.1f}%")
+            table.add_row("  drop first to last", f"{f['drop'] * 100:.1f} points")
         table.add_row("wall time", f"{metrics['seconds']:.1f} s")
         table.add_row("learner state (peak)", format_bytes(memory["total"]))
         for name, value in memory["components"].items():

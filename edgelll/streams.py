@@ -5,6 +5,7 @@
 - ``permuted``: every task is the whole data set under its own fixed random pixel permutation
   (task 0 keeps the identity).
 - ``rotated``: every task is the whole data set rotated by ``180 * t / tasks`` degrees.
+- ``fscil``: a base session, then few-shot sessions of new classes (:mod:`edgelll.fscil`).
 
 Scenario decides the labels: ``class`` uses one growing label space (global class index, no task
 id at test), ``task`` labels within the task and gives the task id (multi-head), ``domain`` labels
@@ -27,6 +28,7 @@ import torch
 from .data import Dataset
 from .errors import ConfigError, DataError
 from .batch import Batch
+from .fscil import FscilSpec, fscil_experiences
 
 
 DIGITS = [str(d) for d in range(10)]
@@ -70,6 +72,7 @@ class Stream:
     std: float
     class_order: list[int]
     dataset_name: str
+    names: tuple[str, ...] | None = None  # the data set's own class names (Omniglot's), by label
 
     @property
     def uses_task_ids(self) -> bool:
@@ -87,7 +90,7 @@ class Stream:
         out = {"scenario": self.scenario, "tasks": tasks, "dataset": self.dataset_name}
         if self.scenario == "class":
             out["units"] = [c for e in self.experiences for c in e.classes]
-        names = CLASS_NAMES.get(self.dataset_name)
+        names = self.names or CLASS_NAMES.get(self.dataset_name)
         if names is not None:
             out["names"] = {str(c): names[c] for c in self.class_order if c < len(names)}
         return out
@@ -122,7 +125,10 @@ def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def make_stream(data: Dataset, stream: str, scenario: str, tasks: int, class_order: str = "natural",
-                seed: int = 0, device: torch.device | str = "cpu") -> Stream:
+                seed: int = 0, device: torch.device | str = "cpu",
+                fscil: FscilSpec | None = None) -> Stream:
+    """The experiences of ``stream``; ``fscil`` gives the sessions of the ``fscil`` stream (which
+    ignores ``tasks``: it has ``fscil.sessions + 1`` experiences)."""
     device = torch.device(device)
     x_tr, x_te = _to_device(data.x_train, device), _to_device(data.x_test, device)
     y_tr, y_te = _to_device(data.y_train, device), _to_device(data.y_test, device)
@@ -130,11 +136,18 @@ def make_stream(data: Dataset, stream: str, scenario: str, tasks: int, class_ord
     order = _class_order(class_order, data.classes, seed)
     if stream == "split":
         exps = _split(x_tr, y_tr, x_te, y_te, order, tasks, scenario)
+    elif stream == "fscil":
+        if scenario != "class":
+            raise ConfigError(f"the fscil stream is class-incremental (one growing head, no task "
+                              f"id); use --scenario class, not {scenario}")
+        exps, order = fscil_experiences(x_tr, y_tr, x_te, y_te, order, fscil or FscilSpec(),
+                                              seed, data.base_pool)
     elif stream in ("permuted", "rotated"):
         exps = _transformed(stream, x_tr, y_tr, x_te, y_te, order, tasks, scenario, seed)
     else:
-        raise ConfigError(f"unknown stream {stream!r}; choose from split, permuted, rotated")
-    return Stream(exps, scenario, tuple(data.input_shape), x_tr.dtype, mean, std, order, data.name)
+        raise ConfigError(f"unknown stream {stream!r}; choose from split, permuted, rotated, fscil")
+    return Stream(exps, scenario, tuple(data.input_shape), x_tr.dtype, mean, std, order, data.name,
+                  data.class_names)
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:

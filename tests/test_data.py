@@ -74,7 +74,7 @@ def test_embedded_digits_loads() -> None:
 
 
 def test_registry_names() -> None:
-    assert set(DATASETS) == {"digits", "mnist", "fashion-mnist"}
+    assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "omniglot"}
     assert all(isinstance(v, str) and v for v in DATASETS.values())
 
 

@@ -40,7 +40,8 @@ from ..optim import Adam  # torch.optim would import torch._dynamo (about 1 s)
 from ..runs import checkpoint_path, load_checkpoint
 from .base import Plan, Strategy
 
-STREAM_KEYS = ("data", "stream", "scenario", "tasks", "class_order")
+STREAM_KEYS = ("data", "stream", "scenario", "tasks", "class_order", "base_classes", "ways", "shots",
+               "sessions")
 
 
 @dataclass(frozen=True)
