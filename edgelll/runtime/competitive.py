@@ -10,8 +10,9 @@ IEEE 78(9), eq. 23): for each input x exactly one unit, the winner w, moves towa
 
 n_w the unit's wins so far (decay 0: a constant rate; lr 1 and decay 1: the running mean of the
 inputs it won). Unsupervised, every unit competes (clustering into k groups). Supervised,
-prototypes carry labels and only the true class's units compete; with ``lvq`` the nearest unit of
-another class also moves away, p_r <- p_r - eta (x - p_r) (LVQ1).
+prototypes carry labels and only the true class's units compete; with ``lvq`` the best unit of
+another class, when it beats them (x is misclassified), moves away, p_r <- p_r - eta (x - p_r)
+(LVQ1's update of a wrongly labelled winner).
 
 Batches. The rule is sequential per sample; a batch takes its winners against the prototypes as
 the batch found them (the mini-batch rule of Sculley 2010, "Web-scale k-means clustering", WWW)
@@ -59,16 +60,22 @@ def apply_moves(protos, steps, feats):
     return xp.where(still, protos, moved)
 
 
-def winners(protos, feats, allowed=None, by: str = "distance"):
+def match_scores(protos, feats, by: str = "distance"):
+    """How well every unit matches every row ``(N, M)``, larger is better: ``-|| x - p ||^2``
+    (``by="distance"``) or the response ``p . x`` (``by="response"``)."""
+    xp = array_namespace(protos, feats)
+    if by == "distance":
+        return -sq_distances(feats, protos)
+    if by == "response":
+        return xp.matmul(feats, xp.matrix_transpose(protos))
+    raise ValueError(f"unknown competition {by!r}; expected 'distance' or 'response'")
+
+
+def winners(protos, feats, allowed=None, by: str = "distance", score=None):
     """Index of the winning unit of every row ``(N,)``; ``allowed`` ``(N, M)`` bool restricts the
     competition (a supervised sample's own class)."""
     xp = array_namespace(protos, feats)
-    if by == "distance":
-        score = -sq_distances(feats, protos)
-    elif by == "response":
-        score = xp.matmul(feats, xp.matrix_transpose(protos))
-    else:
-        raise ValueError(f"unknown competition {by!r}; expected 'distance' or 'response'")
+    score = match_scores(protos, feats, by) if score is None else score
     if allowed is not None:
         score = xp.where(allowed, score, xp.asarray(-xp.inf, dtype=score.dtype, device=device(score)))
     return xp.argmax(score, axis=1)
@@ -78,21 +85,27 @@ def competitive_update(protos, wins, feats, y=None, owner=None, lr: float = 0.1,
                        decay: float = 0.0, by: str = "distance", lvq: bool = False):
     """New ``(protos, wins)`` after a batch. ``protos`` ``(M, D)``, ``wins`` ``(M,)`` float counts;
     ``y`` ``(N,)`` class rows and ``owner`` ``(M,)`` each unit's class row (supervised), or both
-    None (unsupervised: every unit competes)."""
+    None (unsupervised: every unit competes). With ``lvq``, the best unit of another class moves
+    away when it beats the own class's winner (the input is misclassified: LVQ1's case of a
+    wrongly labelled winner; pushing it away on every input diverges)."""
     xp = array_namespace(protos, feats)
     feats = xp.astype(feats, protos.dtype)
     m = protos.shape[0]
+    score = match_scores(protos, feats, by)
     allowed = None
     if y is not None:
         allowed = xp.reshape(y, (-1, 1)) == xp.reshape(owner, (1, -1))
-    won = one_hot(winners(protos, feats, allowed, by), m, protos.dtype)  # (N, M)
+    win = winners(protos, feats, allowed, by, score)
+    won = one_hot(win, m, protos.dtype)  # (N, M)
     before = xp.cumulative_sum(won, axis=0) - won  # the unit's earlier wins in this batch
     eta = lr / (1 + decay * (xp.reshape(wins, (1, -1)) + before))
     steps = eta * won
     if lvq and y is not None:
-        rival = one_hot(winners(protos, feats, ~allowed, by), m, protos.dtype)
-        has_rival = xp.astype(xp.any(~allowed, axis=1, keepdims=True), protos.dtype)
-        steps = steps - eta * rival * has_rival
+        rival = winners(protos, feats, ~allowed, by, score)
+        best = xp.max(xp.where(allowed, score, xp.full_like(score, -xp.inf)), axis=1)
+        worse = xp.max(xp.where(~allowed, score, xp.full_like(score, -xp.inf)), axis=1)
+        wrong = xp.reshape(xp.astype(worse > best, protos.dtype), (-1, 1))
+        steps = steps - eta * one_hot(rival, m, protos.dtype) * wrong
     return apply_moves(protos, steps, feats), wins + xp.sum(won, axis=0)
 
 

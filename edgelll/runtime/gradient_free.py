@@ -1,0 +1,218 @@
+"""Gradient-free heads on the device (numpy), with :class:`edgelll.runtime.heads.Head`'s
+interface (``scores``, ``learn``, ``add_class``, ``to_arrays``); the rules are the array-API ones
+that training runs on torch tensors:
+
+- :class:`HebbianHead` (``kind`` "hebbian"): the associative running mean of
+  :mod:`.hebbian` (Oja's rule with ``oja``); a new class appends a row.
+- :class:`CompetitiveHead` ("competitive"): ``per_class`` prototypes per class, supervised
+  winner-take-all (LVQ1 with ``lvq``) of :mod:`.competitive`; a new class's prototypes are
+  its shots' farthest points refined by one running-mean pass.
+- :class:`NeuralGasHead` ("neural-gas"): per-class node slots of :mod:`.neural_gas` with
+  age-stabilised steps and competitive Hebbian edges; a new class's nodes start from its shots
+  (TOPIC, Tao et al. 2020, arXiv:2004.10956) within ``max_nodes``.
+
+Every head keeps one row per class (``labels``, ``tasks``) and scores classes; option values
+travel in ``params``, the arrays in :data:`edgelll.runtime.format.HEAD_ARRAYS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+from .competitive import class_scores, competitive_update, farthest_points, unit_owner
+from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
+from .heads import Head
+from .neural_gas import ng_update
+
+
+class HebbianHead(Head):
+    kind, learns = "hebbian", "closed-form"
+
+    def __init__(self, weight, counts, labels, tasks, names=None, oja: bool = False,
+                 lr: float = 0.01, balanced: bool = True) -> None:
+        super().__init__(labels, tasks, names)
+        self.weight = np.asarray(weight, dtype=np.float32).copy()
+        self.counts = np.asarray(counts, dtype=np.float32).copy()
+        self.params = {"oja": bool(oja), "lr": float(lr), "balanced": bool(balanced)}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def scores(self, feats, task_ids=None) -> np.ndarray:
+        feats = self.check_features(feats)
+        balanced = self.params["balanced"] and not self.params["oja"]
+        return self._masked(hebbian_scores(feats, self.weight, self.counts, balanced), task_ids)
+
+    def learn_rows(self, feats, rows) -> None:
+        if self.params["oja"]:
+            self.weight, self.counts = oja_update(self.weight, self.counts, feats, rows,
+                                                  self.params["lr"])
+        else:
+            self.weight, self.counts = hebbian_update(self.weight, self.counts, feats, rows)
+
+    def learn(self, feats, y, task_ids=None) -> None:
+        feats = self.check_features(feats)
+        self.learn_rows(feats, self.rows_of(y, task_ids))
+
+    def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
+        feats = self.check_features(feats)
+        if self.params["oja"]:  # Oja's rule cannot leave 0: start at the shots' direction
+            row = oja_init(feats, self.weight)
+            self.weight = np.concatenate([self.weight, row[None, :]])
+            self.counts = np.append(self.counts, np.float32(len(feats)))
+            self._add_row(label, task, name)
+            return
+        self.weight = np.concatenate([self.weight, np.zeros((1, self.n_features), np.float32)])
+        self.counts = np.append(self.counts, np.float32(0))
+        self._add_row(label, task, name)
+        self.learn_rows(feats, np.full(len(feats), len(self.labels) - 1, dtype=np.int64))
+
+    def to_arrays(self) -> dict:
+        return {**self._base_arrays(), "weight": self.weight.copy(), "counts": self.counts.copy(),
+                "params": dict(self.params)}
+
+
+def shot_prototypes(feats: np.ndarray, k: int) -> np.ndarray:
+    """``k`` prototypes from a class's few shots: farthest points, then one running-mean pass of
+    competitive learning over the shots (each prototype the mean of the shots it wins)."""
+    protos = farthest_points(feats, k)
+    protos, _ = competitive_update(protos, np.zeros(k, np.float32), feats, lr=1.0, decay=1.0)
+    return protos
+
+
+class CompetitiveHead(Head):
+    kind, learns = "competitive", "closed-form"
+
+    def __init__(self, protos, wins, labels, tasks, names=None, per_class: int = 1,
+                 lr: float = 0.1, decay: float = 0.0, by: str = "distance",
+                 lvq: bool = False) -> None:
+        super().__init__(labels, tasks, names)
+        self.protos = np.asarray(protos, dtype=np.float32).copy()
+        self.wins = np.asarray(wins, dtype=np.float32).copy()
+        self.params = {"per_class": int(per_class), "lr": float(lr), "decay": float(decay),
+                       "by": str(by), "lvq": bool(lvq)}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.protos.shape[1])
+
+    def scores(self, feats, task_ids=None) -> np.ndarray:
+        feats = self.check_features(feats)
+        return self._masked(class_scores(feats, self.protos, self.params["per_class"]), task_ids)
+
+    def learn(self, feats, y, task_ids=None) -> None:
+        feats = self.check_features(feats)
+        rows = self.rows_of(y, task_ids)
+        p = self.params
+        owner = unit_owner(len(self.labels), p["per_class"], rows)
+        self.protos, self.wins = competitive_update(self.protos, self.wins, feats, rows, owner,
+                                                    p["lr"], p["decay"], p["by"], p["lvq"])
+
+    def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
+        feats = self.check_features(feats)
+        k = self.params["per_class"]
+        self.protos = np.concatenate([self.protos, shot_prototypes(feats, k)])
+        self.wins = np.concatenate([self.wins, np.zeros(k, np.float32)])
+        self._add_row(label, task, name)
+
+    def to_arrays(self) -> dict:
+        return {**self._base_arrays(), "protos": self.protos.copy(), "wins": self.wins.copy(),
+                "params": dict(self.params)}
+
+
+class NeuralGasHead(Head):
+    kind, learns = "neural-gas", "closed-form"
+
+    def __init__(self, nodes, ages, alive, edge_age, labels, tasks, names=None,
+                 per_class: int = 5, eps: float = 0.05, lam: float = 1.0, tau: float = 100.0,
+                 max_age: float = 50.0, max_nodes: int = 0) -> None:
+        super().__init__(labels, tasks, names)
+        self.nodes = np.asarray(nodes, dtype=np.float32).copy()
+        self.ages = np.asarray(ages, dtype=np.float32).copy()
+        self.alive = np.asarray(alive, dtype=bool).copy()
+        self.edge_age = np.asarray(edge_age, dtype=np.float32).copy()
+        self.params = {"per_class": int(per_class), "eps": float(eps), "lam": float(lam),
+                       "tau": float(tau), "max_age": float(max_age), "max_nodes": int(max_nodes)}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.nodes.shape[1])
+
+    def scores(self, feats, task_ids=None) -> np.ndarray:
+        feats = self.check_features(feats)
+        s = class_scores(feats, self.nodes, self.params["per_class"], self.alive)
+        return self._masked(s, task_ids)
+
+    def learn(self, feats, y, task_ids=None) -> None:
+        feats = self.check_features(feats)
+        rows = self.rows_of(y, task_ids)
+        p = self.params
+        owner = unit_owner(len(self.labels), p["per_class"], rows)
+        self.nodes, self.ages, self.edge_age = ng_update(
+            self.nodes, self.ages, self.edge_age, feats, rows, owner, self.alive, p["eps"],
+            p["lam"], p["tau"], p["max_age"])
+
+    def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
+        feats = self.check_features(feats)
+        k, cap = self.params["per_class"], self.params["max_nodes"]
+        n = min(k, len(feats))
+        if cap:
+            n = min(n, cap - int(self.alive.sum()))
+        if n < 1:
+            raise DataError(f"the neural-gas head is full ({int(self.alive.sum())} of "
+                            f"{cap} nodes); give it a larger memory budget or fewer nodes "
+                            f"per class")
+        slots = np.zeros((k, self.n_features), np.float32)
+        slots[:n] = feats if n == len(feats) else shot_prototypes(feats, n)
+        m = len(self.nodes)
+        self.nodes = np.concatenate([self.nodes, slots])
+        self.ages = np.concatenate([self.ages, np.zeros(k, np.float32)])
+        self.alive = np.concatenate([self.alive, np.arange(k) < n])
+        edges = np.full((m + k, m + k), -1, np.float32)
+        edges[:m, :m] = self.edge_age
+        self.edge_age = edges
+        self._add_row(label, task, name)
+
+    def to_arrays(self) -> dict:
+        return {**self._base_arrays(), "nodes": self.nodes.copy(), "ages": self.ages.copy(),
+                "alive": self.alive.copy(), "edge_age": self.edge_age.copy(),
+                "params": dict(self.params)}
+
+
+KINDS = {"hebbian": (HebbianHead, ("weight", "counts")),
+         "competitive": (CompetitiveHead, ("protos", "wins")),
+         "neural-gas": (NeuralGasHead, ("nodes", "ages", "alive", "edge_age"))}
+
+
+def from_arrays(head: dict) -> Head:
+    cls, keys = KINDS[head["kind"]]
+    params = dict(head.get("params") or {})
+    return cls(*(head[k] for k in keys), head["labels"], head["tasks"], head.get("names") or {},
+               **params)
+
+
+def row_shape(head: Head) -> tuple[int]:
+    """``(classes,)`` if every array of ``head`` agrees with its number of class rows, else the
+    first disagreeing shape (what :func:`edgelll.runtime.heads.head_from_arrays` checks)."""
+    c = len(head.labels)
+    if isinstance(head, HebbianHead):
+        shapes = [head.weight.shape[:1], head.counts.shape]
+    else:
+        k = head.params["per_class"]
+        units = head.protos if isinstance(head, CompetitiveHead) else head.nodes
+        extra = [head.wins.shape] if isinstance(head, CompetitiveHead) else [
+            head.ages.shape, head.alive.shape, head.edge_age.shape[:1], head.edge_age.shape[1:]]
+        shapes = [(s[0] // k,) if s[0] % k == 0 else s for s in [units.shape[:1], *extra]]
+    return next((s for s in shapes if s != (c,)), (c,))
+
+
+def empty_head(kind: str, n_features: int, **params) -> Head:
+    """A head of ``kind`` with no class yet (classes join by ``add_class``)."""
+    cls, keys = KINDS[kind]
+    d = int(n_features)
+    zeros = {"weight": (0, d), "counts": (0,), "protos": (0, d), "wins": (0,), "nodes": (0, d),
+             "ages": (0,), "alive": (0,), "edge_age": (0, 0)}
+    arrays = [np.zeros(zeros[k], bool if k == "alive" else np.float32) for k in keys]
+    return cls(*arrays, np.zeros(0, np.int64), np.zeros(0, np.int64), {}, **params)
