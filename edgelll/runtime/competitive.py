@@ -123,6 +123,15 @@ def farthest_points(feats, k: int):
     return xp.take(feats, xp.asarray(picked, device=device(feats)), axis=0)
 
 
+def shot_prototypes(feats, k: int):
+    """``k`` prototypes from a class's few shots: farthest points, then one running-mean pass of
+    competitive learning over the shots (each prototype the mean of the shots it wins)."""
+    xp = array_namespace(feats)
+    protos = farthest_points(feats, k)
+    zeros = xp.zeros((k,), dtype=feats.dtype, device=device(feats))
+    return competitive_update(protos, zeros, feats, lr=1.0, decay=1.0)[0]
+
+
 def class_scores(feats, protos, per_class: int, alive=None):
     """``-min || x - p ||`` over each class's units ``(N, C)``: units are laid out class-major,
     ``per_class`` slots per class; slots not ``alive`` (and classes with none) score -inf."""

@@ -6,7 +6,8 @@ that training runs on torch tensors:
   :mod:`.hebbian` (Oja's rule with ``oja``); a new class appends a row.
 - :class:`CompetitiveHead` ("competitive"): ``per_class`` prototypes per class, supervised
   winner-take-all (LVQ1 with ``lvq``) of :mod:`.competitive`; a new class's prototypes are
-  its shots' farthest points refined by one running-mean pass.
+  its shots' farthest points refined by one running-mean pass
+  (:func:`edgelll.runtime.competitive.shot_prototypes`).
 - :class:`NeuralGasHead` ("neural-gas"): per-class node slots of :mod:`.neural_gas` with
   age-stabilised steps and competitive Hebbian edges; a new class's nodes start from its shots
   (TOPIC, Tao et al. 2020, arXiv:2004.10956) within ``max_nodes``.
@@ -20,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .competitive import class_scores, competitive_update, farthest_points, unit_owner
+from .competitive import class_scores, competitive_update, shot_prototypes, unit_owner
 from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
-from .neural_gas import ng_update
+from .neural_gas import fill_slots, ng_update
 
 
 class HebbianHead(Head):
@@ -72,14 +73,6 @@ class HebbianHead(Head):
     def to_arrays(self) -> dict:
         return {**self._base_arrays(), "weight": self.weight.copy(), "counts": self.counts.copy(),
                 "params": dict(self.params)}
-
-
-def shot_prototypes(feats: np.ndarray, k: int) -> np.ndarray:
-    """``k`` prototypes from a class's few shots: farthest points, then one running-mean pass of
-    competitive learning over the shots (each prototype the mean of the shots it wins)."""
-    protos = farthest_points(feats, k)
-    protos, _ = competitive_update(protos, np.zeros(k, np.float32), feats, lr=1.0, decay=1.0)
-    return protos
 
 
 class CompetitiveHead(Head):
@@ -150,6 +143,8 @@ class NeuralGasHead(Head):
         rows = self.rows_of(y, task_ids)
         p = self.params
         owner = unit_owner(len(self.labels), p["per_class"], rows)
+        self.nodes, self.alive = fill_slots(self.nodes, self.alive, feats, rows, p["per_class"],
+                                            p["max_nodes"])
         self.nodes, self.ages, self.edge_age = ng_update(
             self.nodes, self.ages, self.edge_age, feats, rows, owner, self.alive, p["eps"],
             p["lam"], p["tau"], p["max_age"])
@@ -157,23 +152,20 @@ class NeuralGasHead(Head):
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
         k, cap = self.params["per_class"], self.params["max_nodes"]
-        n = min(k, len(feats))
-        if cap:
-            n = min(n, cap - int(self.alive.sum()))
-        if n < 1:
+        if cap and int(self.alive.sum()) >= cap:
             raise DataError(f"the neural-gas head is full ({int(self.alive.sum())} of "
                             f"{cap} nodes); give it a larger memory budget or fewer nodes "
                             f"per class")
-        slots = np.zeros((k, self.n_features), np.float32)
-        slots[:n] = feats if n == len(feats) else shot_prototypes(feats, n)
         m = len(self.nodes)
-        self.nodes = np.concatenate([self.nodes, slots])
+        self.nodes = np.concatenate([self.nodes, np.zeros((k, self.n_features), np.float32)])
         self.ages = np.concatenate([self.ages, np.zeros(k, np.float32)])
-        self.alive = np.concatenate([self.alive, np.arange(k) < n])
+        alive = np.concatenate([self.alive, np.zeros(k, bool)])
         edges = np.full((m + k, m + k), -1, np.float32)
         edges[:m, :m] = self.edge_age
         self.edge_age = edges
         self._add_row(label, task, name)
+        rows = np.full(len(feats), len(self.labels) - 1, dtype=np.int64)
+        self.nodes, self.alive = fill_slots(self.nodes, alive, feats, rows, k, cap)
 
     def to_arrays(self) -> dict:
         return {**self._base_arrays(), "nodes": self.nodes.copy(), "ages": self.ages.copy(),

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .competitive import apply_moves, sq_distances
+from .competitive import apply_moves, farthest_points, sq_distances
 from .rules import one_hot
 
 
@@ -70,6 +70,32 @@ def update_edges(edge_age, first, second, max_age: float):
         edge_age[i, :] = row
         edge_age[:, i] = row
     return edge_age
+
+
+def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
+    """New ``(nodes, alive)`` where each class of ``y`` with free slots takes as many of its
+    inputs as new nodes (the farthest points among them when they are more), within
+    ``max_nodes`` living nodes (0: no cap). How a new class's few shots become its nodes
+    (TOPIC), and how a base session's nodes appear. A Python step per class that still has free
+    slots; none once every class is full."""
+    xp = array_namespace(nodes, feats)
+    feats = xp.astype(feats, nodes.dtype)
+    free = xp.reshape(~alive, (-1, per_class))
+    need = xp.any(xp.take(free, y, axis=0), axis=1)  # inputs whose class has a free slot
+    if not bool(xp.any(need)):
+        return nodes, alive
+    nodes, alive = xp.asarray(nodes, copy=True), xp.asarray(alive, copy=True)
+    for c in xp.unique_values(y[need]).tolist():
+        room = int(xp.sum(xp.astype(alive, xp.int64)))
+        room = (max_nodes - room) if max_nodes else per_class
+        slots = xp.nonzero(free[c, ...])[0] + c * per_class
+        xc = xp.take(feats, xp.nonzero(y == c)[0], axis=0)
+        n = min(int(slots.shape[0]), int(xc.shape[0]), room)
+        if n < 1:
+            continue
+        nodes[slots[:n]] = xc if n == xc.shape[0] else farthest_points(xc, n)
+        alive[slots[:n]] = True
+    return nodes, alive
 
 
 def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps: float = 0.1,
