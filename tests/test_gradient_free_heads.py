@@ -92,3 +92,25 @@ def test_the_neural_gas_node_cap_holds(blobs):
     with pytest.raises(DataError, match="full .7 of 7 nodes"):
         head.add_class(x[y == 13][:5], 13)
     assert len(head.labels) == 3  # nothing changed
+
+
+@pytest.mark.parametrize("name", ["hebbian", "competitive"])
+def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
+    x, y = blobs
+    fast, slow = _grown(name, x, y), _grown(name, x, y)
+    for i in range(40):
+        fast.learn(x[i:i + 1], y[i:i + 1])  # the numpy batch-1 path
+        # and the array-API rule itself on the same sample
+        rows = slow.rows_of(y[i:i + 1])
+        if name == "hebbian":
+            from edgelll.runtime.hebbian import hebbian_update
+            slow.weight, slow.counts = hebbian_update(slow.weight, slow.counts, x[i:i + 1], rows)
+        else:
+            from edgelll.runtime.competitive import competitive_update, unit_owner
+            p = slow.params
+            slow.protos, slow.wins = competitive_update(
+                slow.protos, slow.wins, x[i:i + 1], rows, unit_owner(5, p["per_class"], rows),
+                p["lr"], p["decay"], p["by"], p["lvq"])
+    for k, v in fast.to_arrays().items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, slow.to_arrays()[k], err_msg=k)

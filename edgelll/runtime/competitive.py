@@ -27,9 +27,9 @@ online rule exactly. Units that do not move are left bit for bit.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
-from .rules import one_hot
+from .rules import array_namespace, one_hot
 
 _TINY = 1e-30  # log(1 - 1) would be -inf; exp(log(1e-30)) is 0 in float32 arithmetic
 
@@ -46,6 +46,8 @@ def apply_moves(protos, steps, feats):
     """Every unit's sequential moves of a batch at once: ``steps`` ``(N, M)`` holds the signed
     step of unit m at sample n (``+eta``: toward x_n, ``-eta``: away, 0: no move)."""
     xp = array_namespace(protos, steps, feats)
+    if steps.shape[0] == 1:  # one input: the online rule as written, p + e (x - p)
+        return protos + xp.reshape(steps[0, ...], (-1, 1)) * (feats - protos)
     dt = protos.dtype
     tiny = xp.asarray(_TINY, dtype=dt, device=device(protos))
     log_a = xp.log(xp.maximum(1 - steps, tiny))

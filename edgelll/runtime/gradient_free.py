@@ -24,6 +24,7 @@ from ..errors import DataError
 from .competitive import class_scores, competitive_update, shot_prototypes, unit_owner
 from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
+from .rules import normalize_rows
 from .neural_gas import fill_slots, ng_update
 
 
@@ -50,6 +51,16 @@ class HebbianHead(Head):
         if self.params["oja"]:
             self.weight, self.counts = oja_update(self.weight, self.counts, feats, rows,
                                                   self.params["lr"])
+        elif len(rows) == 1:
+            # One sample: (p W + onehot^T x) / (p + 1) touches row j with x and scales the rest;
+            # written out it is bitwise what hebbian_update gives (tested), without ~40 us of
+            # dispatch over a dozen small array calls.
+            x = normalize_rows(feats)[0]
+            p = self.counts.sum(dtype=np.float32)
+            w = p * self.weight
+            w[rows[0]] += x
+            self.weight = w / (p + np.float32(1))
+            self.counts[rows[0]] += np.float32(1)
         else:
             self.weight, self.counts = hebbian_update(self.weight, self.counts, feats, rows)
 
@@ -99,9 +110,23 @@ class CompetitiveHead(Head):
         feats = self.check_features(feats)
         rows = self.rows_of(y, task_ids)
         p = self.params
+        if len(rows) == 1 and not p["lvq"] and p["by"] == "distance":
+            self._learn_one(feats[0], int(rows[0]))
+            return
         owner = unit_owner(len(self.labels), p["per_class"], rows)
         self.protos, self.wins = competitive_update(self.protos, self.wins, feats, rows, owner,
                                                     p["lr"], p["decay"], p["by"], p["lvq"])
+
+    def _learn_one(self, x: np.ndarray, row: int) -> None:
+        """One sample, the own class's closest unit moving: bitwise what competitive_update
+        gives at batch 1 (tested), as a handful of numpy calls on the class's k units."""
+        p, k = self.params, self.params["per_class"]
+        units = self.protos[row * k:(row + 1) * k]
+        d = (x * x).sum() - 2 * np.dot(units, x) + (units * units).sum(axis=1)
+        w = row * k + int(np.argmax(-np.maximum(d, np.float32(0))))
+        eta = np.float32(p["lr"] / (1 + p["decay"] * self.wins[w]))
+        self.protos[w] = self.protos[w] + eta * (x - self.protos[w])
+        self.wins[w] += np.float32(1)
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)

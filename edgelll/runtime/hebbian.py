@@ -26,9 +26,8 @@ rule cannot leave w = 0).
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
 
-from .rules import normalize_rows, one_hot
+from .rules import array_namespace, normalize_rows, one_hot
 
 
 def hebbian_update(weight, counts, feats, y):

@@ -27,10 +27,10 @@ edge updates are inherently sequential (an edge's age depends on the order of wi
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from .competitive import apply_moves, farthest_points, sq_distances
-from .rules import one_hot
+from .rules import array_namespace, one_hot
 
 
 def rank_steps(dist, ages, eps: float, lam: float, tau: float, allowed=None):
