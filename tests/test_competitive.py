@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgelll.runtime.competitive import (apply_moves, class_scores, competitive_update,
+from edgelll.runtime.competitive import (apply_moves, class_scores, cluster, competitive_update,
                                          farthest_points, unit_owner)
 
 
@@ -93,3 +93,20 @@ def test_torch_and_numpy_agree():
     q = rng.normal(size=(4, 5)).astype(np.float32)
     np.testing.assert_allclose(class_scores(torch.from_numpy(q), tp, 2).numpy(),
                                class_scores(q, p, 2), atol=1e-5)
+
+
+def test_the_cluster_api_recovers_blobs_on_numpy_and_torch():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(3, 8)).astype(np.float32) * 10
+    truth = rng.integers(0, 3, size=300)
+    x = (centres[truth] + rng.normal(size=(300, 8))).astype(np.float32)
+    protos, assign = cluster(x, 3)
+    table = np.zeros((3, 3), int)
+    np.add.at(table, (truth, assign), 1)
+    assert (table.max(axis=1) == table.sum(axis=1)).all()  # every blob in one cluster
+    assert len(set(table.argmax(axis=1).tolist())) == 3  # and each in its own
+    tp, ta = cluster(torch.from_numpy(x), 3)
+    np.testing.assert_allclose(tp.numpy(), protos, atol=1e-4)
+    assert (ta.numpy() == assign).all()
+    with pytest.raises(ValueError, match="into 4 groups"):
+        cluster(x[:3], 4)

@@ -134,6 +134,24 @@ def shot_prototypes(feats, k: int):
     return competitive_update(protos, zeros, feats, lr=1.0, decay=1.0)[0]
 
 
+def cluster(feats, k: int, epochs: int = 3, batch: int = 256, lr: float = 1.0,
+            decay: float = 1.0, by: str = "distance"):
+    """Unsupervised competitive learning: ``(prototypes (k, D), assignment (N,))`` of ``feats``
+    clustered into ``k`` groups, from farthest-point prototypes, ``epochs`` passes of
+    :func:`competitive_update` in batches (lr 1, decay 1: each unit the running mean of what it
+    won, online k-means). Any array library (numpy, torch)."""
+    xp = array_namespace(feats)
+    if not 1 <= k <= feats.shape[0]:
+        raise ValueError(f"cannot cluster {feats.shape[0]} rows into {k} groups")
+    protos = farthest_points(feats, k)
+    wins = xp.zeros((k,), dtype=protos.dtype, device=device(feats))
+    for _ in range(epochs):
+        for start in range(0, feats.shape[0], batch):
+            protos, wins = competitive_update(protos, wins, feats[start:start + batch, ...],
+                                              lr=lr, decay=decay, by=by)
+    return protos, winners(protos, feats, by=by)
+
+
 def class_scores(feats, protos, per_class: int, alive=None):
     """``-min || x - p ||`` over each class's units ``(N, C)``: units are laid out class-major,
     ``per_class`` slots per class; slots not ``alive`` (and classes with none) score -inf."""
