@@ -98,3 +98,11 @@ def test_a_second_deciding_head_and_too_few_nodes_are_refused(digits):
         Learner(edgelll.resolve({"strategies": ["hebbian", "neural-gas"], "tasks": 2}), data=digits)
     with pytest.raises(ConfigError, match="max_nodes 4 leaves no node"):
         Learner(_cfg("neural-gas", **{"neural-gas": {"max_nodes": 4}}), data=digits)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_resume_from_checkpoints_is_exact(kind, tmp_path):
+    from _resume import assert_resume_is_exact
+
+    full, _ = assert_resume_is_exact(_cfg(kind, tasks=3), tmp_path)
+    assert full.memory["components"]["buffers"] == full.memory["planned"]["buffers"]
