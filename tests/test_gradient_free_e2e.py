@@ -106,3 +106,16 @@ def test_resume_from_checkpoints_is_exact(kind, tmp_path):
 
     full, _ = assert_resume_is_exact(_cfg(kind, tasks=3), tmp_path)
     assert full.memory["components"]["buffers"] == full.memory["planned"]["buffers"]
+
+
+def test_the_node_cap_is_what_the_budget_holds(digits, tmp_path):
+    plenty = Learner(_cfg("neural-gas"), data=digits)
+    total = sum(plenty.planned.values())
+    gas = next(s for s in plenty.strategies if s.name == "neural-gas")
+    assert gas.max_nodes == 0  # no budget, no cap
+    budget = total + 100 * (32 * 4 + 5) + 4 * (130 ** 2 - 30 ** 2) + 50  # room for 100 nodes
+    learner = Learner(_cfg("neural-gas", memory=budget), data=digits)
+    gas = next(s for s in learner.strategies if s.name == "neural-gas")
+    assert gas.max_nodes == 30 + 99  # 30 slots of training, then whole classes of 3
+    learner.run()
+    assert learner.model.head.find("neural-gas").params["max_nodes"] == 129
