@@ -94,7 +94,7 @@ def test_the_neural_gas_node_cap_holds(blobs):
     assert len(head.labels) == 3  # nothing changed
 
 
-@pytest.mark.parametrize("name", ["hebbian", "competitive"])
+@pytest.mark.parametrize("name", ["hebbian", "competitive", "neural-gas"])
 def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     x, y = blobs
     fast, slow = _grown(name, x, y), _grown(name, x, y)
@@ -105,6 +105,14 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
         if name == "hebbian":
             from edgelll.runtime.hebbian import hebbian_update
             slow.weight, slow.counts = hebbian_update(slow.weight, slow.counts, x[i:i + 1], rows)
+        elif name == "neural-gas":
+            from edgelll.runtime.competitive import unit_owner
+            from edgelll.runtime.neural_gas import ng_update
+            p = slow.params
+            slow.nodes, slow.ages, slow.edge_age = ng_update(
+                slow.nodes, slow.ages, slow.edge_age, x[i:i + 1], rows,
+                unit_owner(5, p["per_class"], rows), slow.alive, p["eps"], p["lam"], p["tau"],
+                p["max_age"])
         else:
             from edgelll.runtime.competitive import competitive_update, unit_owner
             p = slow.params

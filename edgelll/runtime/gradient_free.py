@@ -25,7 +25,7 @@ from .competitive import class_scores, competitive_update, shot_prototypes, unit
 from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
 from .rules import normalize_rows
-from .neural_gas import fill_slots, ng_update
+from .neural_gas import fill_slots, ng_update, update_edges
 
 
 class HebbianHead(Head):
@@ -167,12 +167,32 @@ class NeuralGasHead(Head):
         feats = self.check_features(feats)
         rows = self.rows_of(y, task_ids)
         p = self.params
+        k = p["per_class"]
+        if len(rows) == 1 and self.alive[int(rows[0]) * k:(int(rows[0]) + 1) * k].all():
+            self._learn_one(feats[0], int(rows[0]))
+            return
         owner = unit_owner(len(self.labels), p["per_class"], rows)
         self.nodes, self.alive = fill_slots(self.nodes, self.alive, feats, rows, p["per_class"],
                                             p["max_nodes"])
         self.nodes, self.ages, self.edge_age = ng_update(
             self.nodes, self.ages, self.edge_age, feats, rows, owner, self.alive, p["eps"],
             p["lam"], p["tau"], p["max_age"])
+
+    def _learn_one(self, x: np.ndarray, row: int) -> None:
+        """One sample of a class whose slots are all alive: its k nodes rank and move, the two
+        closest living nodes of the gas are linked; what ng_update gives at batch 1 (tested), as
+        a dozen numpy calls instead of ~60 array-API ones."""
+        p, k = self.params, self.params["per_class"]
+        d = (x * x).sum() - 2 * np.dot(self.nodes, x) + (self.nodes * self.nodes).sum(axis=1)
+        d = np.where(self.alive, np.maximum(d, np.float32(0)), np.float32(np.inf))
+        own = slice(row * k, (row + 1) * k)
+        ranks = np.argsort(np.argsort(d[own], stable=True), stable=True).astype(np.float32)
+        steps = p["eps"] * np.exp(-ranks / p["lam"]) / (1 + self.ages[own] / p["tau"])
+        self.nodes[own] = self.nodes[own] + steps[:, None] * (x - self.nodes[own])
+        self.ages[row * k + int(np.argmin(d[own]))] += np.float32(1)
+        if int(self.alive.sum()) >= 2:
+            first, second = np.argsort(d, stable=True)[:2]
+            self.edge_age = update_edges(self.edge_age, first[None], second[None], p["max_age"])
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
