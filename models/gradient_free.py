@@ -117,6 +117,10 @@ class HebbianHead(GradientFreeHead):
         if not self.params["oja"] and self.counts.sum() > 0:  # the others' mean over fewer samples
             self.weight *= p / self.counts.sum()
 
+    def summary(self) -> dict:
+        return {"classes": self.n_rows, "samples": int(self.counts.sum()),
+                "weight_norm_max": float(self.weight.norm(dim=1).max()) if self.n_rows else 0.0}
+
     def scores(self, feats):
         balanced = self.params["balanced"] and not self.params["oja"]
         return hebbian_scores(feats, self.weight, self.counts, balanced)
@@ -151,6 +155,10 @@ class CompetitiveHead(GradientFreeHead):
     def reset(self, classes) -> None:
         self.counts[classes] = 0
         self.wins.view(-1, self.per_class)[classes] = 0
+
+    def summary(self) -> dict:
+        return {"classes": self.n_rows, "units": int(self.wins.numel()),
+                "units_that_won": int((self.wins > 0).sum()), "wins": int(self.wins.sum())}
 
     def scores(self, feats):
         known = (self.counts > 0).repeat_interleave(self.per_class)
@@ -193,6 +201,11 @@ class NeuralGasHead(GradientFreeHead):
         self.ages[slots] = 0
         self.edge_age[slots] = -1
         self.edge_age[:, slots] = -1
+
+    def summary(self) -> dict:
+        return {"classes": self.n_rows, "nodes": int(self.alive.sum()),
+                "edges": int((self.edge_age >= 0).sum()) // 2,
+                "max_nodes": int(self.params["max_nodes"]), "wins": int(self.ages.sum())}
 
     def scores(self, feats):
         return class_scores(feats, self.nodes, self.per_class, self.alive)

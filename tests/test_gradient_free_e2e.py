@@ -73,6 +73,9 @@ def test_only_the_head_learns_once_the_backbone_is_frozen(digits):
     buffers = {n.rsplit(".", 1)[-1] for n, _ in model.named_buffers()}
     assert head.n_rows == 10 and {"protos", "wins", "counts"} <= buffers  # in checkpoints
     assert torch.isfinite(head.protos).all() and head.wins.sum() == len(digits.x_train)
+    figures = learner.metrics()["strategies"]["competitive"]["head"]  # metrics.json
+    assert figures["wins"] == len(digits.x_train) and figures["units"] == 20
+    assert 10 <= figures["units_that_won"] <= 20
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -44,7 +44,15 @@ class GradientFreeStrategy(Strategy):
         if model.head.find(self.head_kind) is None:
             cls = KINDS[self.head_kind]
             model.wrap_head(lambda head: cls(head, model.feat_dim, **self.head_params()))
+        head = model.head.find(self.head_kind)
+        if not any(b.is_meta for b in head.buffers()):  # not the budget plan's simulated model
+            self._head = head
         return model
+
+    def report(self) -> dict:
+        """The head's own figures for metrics.json (units, how many ever won, nodes, edges)."""
+        head = getattr(self, "_head", None)
+        return {"head": head.summary()} if head is not None else {}
 
     @torch.no_grad()
     def after_experience(self, ctx, exp, data: Batch) -> None:
