@@ -97,9 +97,15 @@ def test_the_neural_gas_node_cap_holds(blobs):
 @pytest.mark.parametrize("name", ["hebbian", "competitive", "neural-gas"])
 def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     x, y = blobs
+    x = x + np.random.default_rng(9).normal(size=x.shape).astype(np.float32) * 3  # overlaps:
+    # LVQ's push (competitive runs with lvq) happens on some samples
     fast, slow = _grown(name, x, y), _grown(name, x, y)
+    moved_two = 0
     for i in range(40):
+        before = fast.to_arrays()
         fast.learn(x[i:i + 1], y[i:i + 1])  # the numpy batch-1 path
+        if name == "competitive":
+            moved_two += int((fast.protos != before["protos"]).any(axis=1).sum() == 2)
         # and the array-API rule itself on the same sample
         rows = slow.rows_of(y[i:i + 1])
         if name == "hebbian":
@@ -122,3 +128,4 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     for k, v in fast.to_arrays().items():
         if isinstance(v, np.ndarray):
             np.testing.assert_array_equal(v, slow.to_arrays()[k], err_msg=k)
+    assert name != "competitive" or moved_two > 0  # LVQ's push was exercised

@@ -110,7 +110,7 @@ class CompetitiveHead(Head):
         feats = self.check_features(feats)
         rows = self.rows_of(y, task_ids)
         p = self.params
-        if len(rows) == 1 and not p["lvq"] and p["by"] == "distance":
+        if len(rows) == 1 and p["by"] == "distance":
             self._learn_one(feats[0], int(rows[0]))
             return
         owner = unit_owner(len(self.labels), p["per_class"], rows)
@@ -121,10 +121,20 @@ class CompetitiveHead(Head):
         """One sample, the own class's closest unit moving: bitwise what competitive_update
         gives at batch 1 (tested), as a handful of numpy calls on the class's k units."""
         p, k = self.params, self.params["per_class"]
-        units = self.protos[row * k:(row + 1) * k]
-        d = (x * x).sum() - 2 * np.dot(units, x) + (units * units).sum(axis=1)
-        w = row * k + int(np.argmax(-np.maximum(d, np.float32(0))))
-        eta = np.float32(p["lr"] / (1 + p["decay"] * self.wins[w]))
+        units = self.protos if p["lvq"] else self.protos[row * k:(row + 1) * k]
+        d = np.maximum((x * x).sum() - 2 * np.dot(units, x) + (units * units).sum(axis=1),
+                       np.float32(0))
+        lo = row * k if p["lvq"] else 0
+        w = int(np.argmin(d[lo:lo + k]))
+        if p["lvq"] and len(units) > k:  # a closer unit of another class moves away (LVQ1)
+            others = d.copy()
+            others[lo:lo + k] = np.inf
+            r = int(np.argmin(others))
+            if others[r] < d[lo + w]:
+                eta = np.float32(p["lr"]) / (1 + p["decay"] * self.wins[r])
+                self.protos[r] = self.protos[r] + (-eta) * (x - self.protos[r])
+        w += row * k
+        eta = np.float32(p["lr"]) / (1 + p["decay"] * self.wins[w])
         self.protos[w] = self.protos[w] + eta * (x - self.protos[w])
         self.wins[w] += np.float32(1)
 
