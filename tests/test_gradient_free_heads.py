@@ -94,7 +94,7 @@ def test_the_neural_gas_node_cap_holds(blobs):
     assert len(head.labels) == 3  # nothing changed
 
 
-@pytest.mark.parametrize("name", ["hebbian", "competitive", "neural-gas"])
+@pytest.mark.parametrize("name", ["hebbian", "hebbian-oja", "competitive", "neural-gas"])
 def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     x, y = blobs
     x = x + np.random.default_rng(9).normal(size=x.shape).astype(np.float32) * 3  # overlaps:
@@ -111,6 +111,10 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
         if name == "hebbian":
             from edgelll.runtime.hebbian import hebbian_update
             slow.weight, slow.counts = hebbian_update(slow.weight, slow.counts, x[i:i + 1], rows)
+        elif name == "hebbian-oja":
+            from edgelll.runtime.hebbian import oja_update
+            slow.weight, slow.counts = oja_update(slow.weight, slow.counts, x[i:i + 1], rows,
+                                                  slow.params["lr"])
         elif name == "neural-gas":
             from edgelll.runtime.competitive import unit_owner
             from edgelll.runtime.neural_gas import ng_update
