@@ -11,6 +11,9 @@ label and its task (-1: any task):
   ``blocks`` (independent columns) as one linear map with zeros outside each block's slice.
 - ``ncm``: nearest class mean (Mensink et al. 2013; iCaRL's nearest-mean-of-exemplars, Rebuffi
   et al. 2017, arXiv:1611.07725) as per-row feature sums and counts.
+- the gradient-free kinds ``hebbian``, ``competitive`` and ``neural-gas``
+  (``edgelll.models.gradient_free``) as their buffers and option values (``params``), the arrays
+  :data:`edgelll.runtime.format.HEAD_ARRAYS` names; the device runs the same rules on them.
 
 Each row also knows which output unit of the whole model it is (``units``, not saved), which is
 how the split is checked against the whole graph.
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime.format import units_to_labels
+from .runtime.format import HEAD_ARRAYS, units_to_labels
+from .runtime.heads import head_from_arrays
 from .runtime.rules import ncm_means, ncm_scores, ncm_update
 
 
@@ -32,6 +36,12 @@ def head_arrays(model) -> dict:
         units = np.arange(n)
         return {"kind": "ncm", "sums": _np(head.sums), "counts": _np(head.counts),
                 "cosine": head.cosine, **_rows(labels, units, np.full(n, -1))}
+    if head.kind in ("hebbian", "competitive", "neural-gas"):
+        n = head.n_rows
+        arrays = {k: (getattr(head, k).cpu().numpy() if k == "alive" else _np(getattr(head, k)))
+                  for k in HEAD_ARRAYS[head.kind]}
+        return {"kind": head.kind, **arrays, "params": dict(head.params),
+                **_rows(labels, np.arange(n), np.full(n, -1))}
     if head.kind == "bias":
         single = head.inner
         if single.kind != "single":
@@ -95,6 +105,8 @@ def head_scores(head: dict, feats: np.ndarray, t: np.ndarray) -> np.ndarray:
     feats = feats.reshape(len(feats), -1).astype(np.float32)
     if head["kind"] == "linear":
         scores = feats @ head["weight"].T + head["bias"]
+    elif head["kind"] != "ncm":
+        scores = head_from_arrays(head).scores(feats)
     else:
         means, known = ncm_means(head["sums"], head["counts"], head["cosine"])
         scores = ncm_scores(feats, means, known, head["cosine"])

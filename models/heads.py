@@ -337,4 +337,8 @@ def make_head(spec: dict, in_features: int) -> Head:
         inner = make_head(spec["inner"], in_features) if spec.get("inner") else None
         return NearestMeanHead(inner, int(spec["features"]), int(spec["classes"]),
                                bool(spec["cosine"]), bool(spec["online"]))
+    from . import gradient_free  # built on Head, so imported here
+
+    if kind in gradient_free.KINDS:
+        return gradient_free.from_spec(spec, lambda inner: make_head(inner, in_features))
     raise ValueError(f"unknown head kind {kind!r}")

@@ -29,6 +29,11 @@ REFUSED = {
     frozenset({"independent", "ncm"}): "shared feature space",
     frozenset({"icarl", "ncm"}): "class means",
 }
+# the gradient-free heads: one head that decides predictions per run, in one shared feature space
+_FREE = ("hebbian", "competitive", "neural-gas")
+REFUSED.update({frozenset({"independent", g}): "shared feature space" for g in _FREE})
+REFUSED.update({frozenset({g, other}): "decide predictions" for g in _FREE
+                for other in (*_FREE, "ncm", "icarl") if other != g})
 
 PAIRS = list(itertools.combinations(STRATEGIES, 2))
 

@@ -156,21 +156,33 @@ def load_arrays(path: str | Path, expect: str) -> tuple[dict[str, np.ndarray], d
     return arrays, meta
 
 
+HEAD_ARRAYS = {"linear": ("weight", "bias"), "ncm": ("sums", "counts"),
+               "hebbian": ("weight", "counts"), "competitive": ("protos", "wins"),
+               "neural-gas": ("nodes", "ages", "alive", "edge_age")}
+"""The arrays of each head kind (float32, except ``alive``: bool), rows indexed by class (the
+prototype kinds: ``per_class`` consecutive units per class)."""
+
+
 def save_head(path: str | Path, head: dict) -> None:
     """A split export's head, rows indexed by output: ``kind`` "linear" (``weight`` (C, D),
-    ``bias`` (C,)) or "ncm" (``sums`` (C, D), ``counts`` (C,), ``cosine``), with ``labels``
-    (C,) the data-set label of each row, ``tasks`` (C,) each row's task (-1: any task) and
-    optional ``names`` (label -> name)."""
+    ``bias`` (C,)), "ncm" (``sums`` (C, D), ``counts`` (C,), ``cosine``), or a gradient-free
+    kind (:data:`HEAD_ARRAYS`, with its option values in ``params``), with ``labels`` (C,) the
+    data-set label of each row, ``tasks`` (C,) each row's task (-1: any task) and optional
+    ``names`` (label -> name)."""
     kind = head["kind"]
-    keys = {"linear": ("weight", "bias"), "ncm": ("sums", "counts")}[kind]
-    arrays = {k: np.asarray(head[k], dtype=np.float32) for k in keys}
+    if kind not in HEAD_ARRAYS:
+        raise DataError(f"unknown head kind {kind!r}; expected one of {', '.join(HEAD_ARRAYS)}")
+    arrays = {k: np.asarray(head[k], dtype=bool if k == "alive" else np.float32)
+              for k in HEAD_ARRAYS[kind]}
     arrays["labels"] = np.asarray(head["labels"], dtype=np.int64)
     arrays["tasks"] = np.asarray(head["tasks"], dtype=np.int64)
     meta = {"format": HEAD_FORMAT, "kind": kind, "cosine": bool(head.get("cosine", False)),
+            "params": dict(head.get("params") or {}),
             "names": {str(k): v for k, v in (head.get("names") or {}).items()}}
     save_arrays(path, arrays, meta)
 
 
 def load_head(path: str | Path) -> dict:
     arrays, meta = load_arrays(path, HEAD_FORMAT)
-    return {**arrays, "kind": meta["kind"], "cosine": meta["cosine"], "names": meta["names"]}
+    return {**arrays, "kind": meta["kind"], "cosine": meta["cosine"], "names": meta["names"],
+            "params": meta.get("params") or {}}

@@ -223,6 +223,12 @@ class LinearHead(Head):
         return {**self._base_arrays(), "weight": self.weight.copy(), "bias": self.bias.copy()}
 
 
+def _gradient_free():
+    from . import gradient_free  # it builds on Head, so it is imported when first needed
+
+    return gradient_free
+
+
 def head_from_arrays(head: dict, lr: float = 0.01) -> Head:
     """A head from :func:`edgelll.runtime.format.load_head`'s dict (or ``to_arrays()``)."""
     kind = head.get("kind")
@@ -235,10 +241,16 @@ def head_from_arrays(head: dict, lr: float = 0.01) -> Head:
         elif kind == "linear":
             out = LinearHead(head["weight"], head["bias"], head["labels"], head["tasks"], names, lr)
             rows, width = out.weight.shape[0], out.bias.shape
+        elif kind in _gradient_free().KINDS:
+            out = _gradient_free().from_arrays(head)
+            rows, width = len(out.labels), _gradient_free().row_shape(out)
         else:
-            raise DataError(f"unknown head kind {kind!r}; expected 'linear' or 'ncm'")
+            raise DataError(f"unknown head kind {kind!r}; expected 'linear', 'ncm', "
+                            f"'hebbian', 'competitive' or 'neural-gas'")
     except KeyError as exc:
         raise DataError(f"the {kind} head lacks its {exc.args[0]!r} array; export it again") from None
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"the {kind} head's settings do not fit ({exc}); export it again") from None
     if width != (rows,) or out.labels.shape != (rows,) or out.tasks.shape != (rows,):
         raise DataError(f"the {kind} head's arrays disagree on its number of rows; export it again")
     return out

@@ -14,7 +14,7 @@ from . import format as fmt
 from .buffer import ReservoirBuffer
 from .heads import Head, head_from_arrays
 
-HEAD_KEYS = ("weight", "bias", "sums", "counts", "labels", "tasks")
+HEAD_KEYS = (*dict.fromkeys(k for keys in fmt.HEAD_ARRAYS.values() for k in keys), "labels", "tasks")
 
 
 def save_state(path, head: Head, buffer: ReservoirBuffer | None, export_meta: dict | None) -> None:
@@ -22,6 +22,7 @@ def save_state(path, head: Head, buffer: ReservoirBuffer | None, export_meta: di
     arrays = {f"head.{k}": head_arrays[k] for k in HEAD_KEYS if k in head_arrays}
     meta = {"format": fmt.STATE_FORMAT, "features": head.n_features,
             "head": {"kind": head.kind, "cosine": bool(head_arrays.get("cosine", False)),
+                     "params": head_arrays.get("params") or {},
                      "names": {str(k): v for k, v in head.names.items()}},
             "buffer": None,
             "export": {k: (export_meta or {}).get(k) for k in ("config_digest", "source")}}

@@ -1,0 +1,95 @@
+"""Costs of the gradient-free heads in the device runtime (issue #10's speed targets), numpy only:
+
+1. ``head.learn`` in microseconds per sample on 400-dimensional features, 10 classes, at batch 1
+   and batch 256 (targets <= 20 and <= 2 us a sample);
+2. ``head.add_class`` from 5 shots (what ``Model.learn_class`` costs past the extractor's forward
+   pass, target < 1 ms), and ``head.scores`` at batch 1 for reference.
+
+Each figure is the best of ``--rounds`` rounds of many calls (the least disturbed by a shared
+machine); numpy's BLAS gets one thread (``OPENBLAS_NUM_THREADS=1`` unless set), as on a device.
+
+    python benchmarks/head_speed.py [--rounds 15] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HEADS = {"hebbian": ("hebbian", {}), "hebbian-oja": ("hebbian", {"oja": True}),
+         "competitive": ("competitive", {"per_class": 3}),
+         "competitive-lvq": ("competitive", {"per_class": 3, "lvq": True}),
+         "neural-gas": ("neural-gas", {"per_class": 5})}
+D, CLASSES = 400, 10
+
+
+def per_call_us(fn, calls: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - start) / calls / 1e3
+
+
+def grown(name: str, rng):
+    from edgelll.runtime.gradient_free import empty_head
+
+    kind, params = HEADS[name]
+    head = empty_head(kind, D, **params)
+    for c in range(CLASSES):
+        head.add_class(rng.random((20, D), dtype=np.float32), c)
+    return head
+
+
+def costs(name: str, rounds: int) -> dict:
+    rng = np.random.default_rng(0)
+    head, out = grown(name, rng), {}
+    for batch, calls in ((1, 500), (256, 10)):
+        f = rng.random((batch, D), dtype=np.float32)
+        y = rng.integers(0, CLASSES, batch)
+        per_call_us(lambda: head.learn(f, y), max(1, calls // 5))  # warm-up
+        out[f"learn_us_per_sample_b{batch}"] = min(
+            per_call_us(lambda: head.learn(f, y), calls) for _ in range(rounds)) / batch
+    q = rng.random((1, D), dtype=np.float32)
+    out["scores_us_b1"] = min(per_call_us(lambda: head.scores(q), 500) for _ in range(rounds))
+    shots = rng.random((5, D), dtype=np.float32)
+
+    def add() -> float:
+        h = grown(name, np.random.default_rng(1))
+        start = time.perf_counter_ns()
+        h.add_class(shots, CLASSES)
+        return (time.perf_counter_ns() - start) / 1e3
+
+    out["learn_class_5_shots_us"] = statistics.median(add() for _ in range(max(20, rounds)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    results = {name: costs(name, args.rounds) for name in HEADS}
+    print(f"{'head':<16} {'b1 us/sample':>13} {'b256 us/sample':>15} {'scores b1 us':>13} "
+          f"{'learn_class us':>15}")
+    for name, r in results.items():
+        print(f"{name:<16} {r['learn_us_per_sample_b1']:>13.1f} {r['learn_us_per_sample_b256']:>15.2f}"
+              f" {r['scores_us_b1']:>13.1f} {r['learn_class_5_shots_us']:>15.1f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
