@@ -133,3 +133,6 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
         if isinstance(v, np.ndarray):
             np.testing.assert_array_equal(v, slow.to_arrays()[k], err_msg=k)
     assert name != "competitive" or moved_two > 0  # LVQ's push was exercised
+    if getattr(fast, "_sq", None) is not None:  # the kept squared norms are the units' own
+        units = fast.protos if name == "competitive" else fast.nodes
+        np.testing.assert_array_equal(fast._sq, np.add.reduce(units * units, axis=1))

@@ -77,3 +77,36 @@ def test_torch_and_numpy_agree():
     for a, b in zip(state, tstate):
         np.testing.assert_allclose(b.numpy(), a, atol=1e-5)
     assert (state[0][3] == nodes[3]).all()  # a dead slot never moves
+
+
+def _sequential_edges(edges, first, second, max_age):
+    """The competitive Hebbian rule pair by pair, as written (the reference for the closed form)."""
+    edges = edges.copy()
+    for i, j in zip(first.tolist(), second.tolist()):
+        if i == j:
+            continue
+        row = np.where(edges[i] >= 0, edges[i] + 1, edges[i])
+        row[row > max_age] = -1
+        row[j] = 0
+        edges[i], edges[:, i] = row, row
+    return edges
+
+
+def test_batched_edges_equal_the_pair_by_pair_rule():
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        m = int(rng.integers(3, 9))
+        start = _sequential_edges(_none(m), rng.integers(0, m, 30), rng.integers(0, m, 30), 4)
+        n = int(rng.integers(1, 60))  # few nodes, many pairs: repeats, resets and removals
+        first, second = rng.integers(0, m, n), rng.integers(0, m, n)
+        max_age = float(rng.choice([0, 1, 2.5, 4, 100]))
+        want = _sequential_edges(start, first, second, max_age)
+        got = update_edges(start, first, second, max_age)
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+        assert (start == _sequential_edges(start, first[:0], second[:0], 0)).all()  # untouched
+        tgot = update_edges(torch.from_numpy(start), torch.from_numpy(first),
+                            torch.from_numpy(second), max_age)
+        np.testing.assert_array_equal(tgot.numpy(), want)
+    inplace = start.copy()
+    assert update_edges(inplace, first, second, max_age, inplace=True) is inplace
+    np.testing.assert_array_equal(inplace, want)

@@ -25,7 +25,29 @@ from .competitive import class_scores, competitive_update, shot_prototypes, unit
 from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
 from .rules import normalize_rows
-from .neural_gas import fill_slots, ng_update, update_edges
+from .neural_gas import fill_slots, ng_update
+
+
+def _sq_dist(x: np.ndarray, units: np.ndarray, sq: np.ndarray) -> np.ndarray:
+    """``||x||^2 - 2 u.x + ||u||^2`` clipped at 0 for one sample ``x`` ``(D,)`` against every
+    unit, given the units' squared norms ``sq``: bitwise sq_distances' row, in place."""
+    d = units.dot(x)
+    d *= -2.0
+    d += np.add.reduce(x * x)
+    d += sq
+    return np.maximum(d, 0.0, out=d)
+
+
+class _UnitNorms:
+    """The squared norms of a head's units for its batch-1 path, kept while the units array is
+    the same object and moved rows update them (the batch rules return new arrays, which
+    recompute them; an edit in place of the units from outside must reassign them)."""
+    _sq = _sq_of = None
+
+    def _norms(self, units: np.ndarray) -> np.ndarray:
+        if self._sq_of is not units:
+            self._sq, self._sq_of = np.add.reduce(units * units, axis=1), units
+        return self._sq
 
 
 class HebbianHead(Head):
@@ -94,7 +116,7 @@ class HebbianHead(Head):
                 "params": dict(self.params)}
 
 
-class CompetitiveHead(Head):
+class CompetitiveHead(_UnitNorms, Head):
     kind, learns = "competitive", "closed-form"
 
     def __init__(self, protos, wins, labels, tasks, names=None, per_class: int = 1,
@@ -127,24 +149,34 @@ class CompetitiveHead(Head):
 
     def _learn_one(self, x: np.ndarray, row: int) -> None:
         """One sample, the own class's closest unit moving: bitwise what competitive_update
-        gives at batch 1 (tested), as a handful of numpy calls on the class's k units."""
+        gives at batch 1 (tested), as a handful of numpy calls on the class's k units (or, for
+        LVQ, the distances to every unit), the units' squared norms kept between calls."""
         p, k = self.params, self.params["per_class"]
-        units = self.protos if p["lvq"] else self.protos[row * k:(row + 1) * k]
-        d = np.maximum((x * x).sum() - 2 * np.dot(units, x) + (units * units).sum(axis=1),
-                       np.float32(0))
-        lo = row * k if p["lvq"] else 0
-        w = int(np.argmin(d[lo:lo + k]))
-        if p["lvq"] and len(units) > k:  # a closer unit of another class moves away (LVQ1)
-            others = d.copy()
-            others[lo:lo + k] = np.inf
-            r = int(np.argmin(others))
-            if others[r] < d[lo + w]:
-                eta = np.float32(p["lr"]) / (1 + p["decay"] * self.wins[r])
-                self.protos[r] = self.protos[r] + (-eta) * (x - self.protos[r])
-        w += row * k
-        eta = np.float32(p["lr"]) / (1 + p["decay"] * self.wins[w])
-        self.protos[w] = self.protos[w] + eta * (x - self.protos[w])
-        self.wins[w] += np.float32(1)
+        lo, sq = row * k, self._norms(self.protos)
+        if p["lvq"]:
+            d, off = _sq_dist(x, self.protos, sq), lo
+        else:
+            d, off = _sq_dist(x, self.protos[lo:lo + k], sq[lo:lo + k]), 0
+        w = int(d[off:off + k].argmin())
+        if p["lvq"] and len(d) > k:  # a closer unit of another class moves away (LVQ1)
+            best = d[off + w]
+            d[off:off + k] = np.inf
+            r = int(d.argmin())
+            if d[r] < best:
+                self._move(x, r, -1.0)
+        self._move(x, lo + w, 1.0)
+        self.wins[lo + w] += 1.0
+
+    def _move(self, x: np.ndarray, i: int, sign: float) -> None:
+        """Unit i by ``sign * eta (x - p_i)``, eta = lr / (1 + decay * wins_i) in float32."""
+        p = self.params
+        eta = np.float32(p["lr"]) / (1 + p["decay"] * self.wins[i])
+        cur = self.protos[i]
+        moved = x - cur
+        moved *= eta if sign > 0 else -eta
+        moved += cur
+        self.protos[i] = moved
+        self._sq[i] = np.add.reduce(moved * moved)
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
@@ -158,7 +190,7 @@ class CompetitiveHead(Head):
                 "params": dict(self.params)}
 
 
-class NeuralGasHead(Head):
+class NeuralGasHead(_UnitNorms, Head):
     kind, learns = "neural-gas", "closed-form"
 
     def __init__(self, nodes, ages, alive, edge_age, labels, tasks, names=None,
@@ -171,6 +203,7 @@ class NeuralGasHead(Head):
         self.edge_age = np.asarray(edge_age, dtype=np.float32).copy()
         self.params = {"per_class": int(per_class), "eps": float(eps), "lam": float(lam),
                        "tau": float(tau), "max_age": float(max_age), "max_nodes": int(max_nodes)}
+        self._all_alive, self._alive_of, self._h = False, None, None  # _learn_one's caches
 
     @property
     def n_features(self) -> int:
@@ -186,31 +219,70 @@ class NeuralGasHead(Head):
         rows = self.rows_of(y, task_ids)
         p = self.params
         k = p["per_class"]
-        if len(rows) == 1 and self.alive[int(rows[0]) * k:(int(rows[0]) + 1) * k].all():
-            self._learn_one(feats[0], int(rows[0]))
-            return
+        if len(rows) == 1:
+            self._node_sq()  # and whether every slot is alive
+            r = int(rows[0])
+            if self._all_alive or self.alive[r * k:(r + 1) * k].all():
+                self._learn_one(feats[0], r)
+                return
         owner = unit_owner(len(self.labels), p["per_class"], rows)
         self.nodes, self.alive = fill_slots(self.nodes, self.alive, feats, rows, p["per_class"],
                                             p["max_nodes"])
         self.nodes, self.ages, self.edge_age = ng_update(
             self.nodes, self.ages, self.edge_age, feats, rows, owner, self.alive, p["eps"],
-            p["lam"], p["tau"], p["max_age"])
+            p["lam"], p["tau"], p["max_age"], inplace_edges=True)
 
     def _learn_one(self, x: np.ndarray, row: int) -> None:
         """One sample of a class whose slots are all alive: its k nodes rank and move, the two
-        closest living nodes of the gas are linked; what ng_update gives at batch 1 (tested), as
-        a dozen numpy calls instead of ~60 array-API ones."""
+        closest living nodes of the gas are linked; bitwise what ng_update gives at batch 1
+        (tested), written for a device: ndarray methods and in-place ufuncs (numpy's function
+        wrappers and scalar arithmetic cost about a microsecond a call), the nodes' squared norms
+        kept between calls, and the rank weights ``eps exp(-r / lam)`` of r = 0..k-1 taken from
+        a table, since the own class's k ranks are a permutation of them."""
         p, k = self.params, self.params["per_class"]
-        d = (x * x).sum() - 2 * np.dot(self.nodes, x) + (self.nodes * self.nodes).sum(axis=1)
-        d = np.where(self.alive, np.maximum(d, np.float32(0)), np.float32(np.inf))
+        sq = self._node_sq()
+        d = self.nodes.dot(x)  # ||x||^2 - 2 n.x + ||n||^2, the sums in sq_distances' order
+        d *= -2.0
+        d += np.add.reduce(x * x)
+        d += sq
+        np.maximum(d, 0.0, out=d)
+        if not self._all_alive:
+            d = np.where(self.alive, d, np.float32(np.inf))
         own = slice(row * k, (row + 1) * k)
-        ranks = np.argsort(np.argsort(d[own], stable=True), stable=True).astype(np.float32)
-        steps = p["eps"] * np.exp(-ranks / p["lam"]) / (1 + self.ages[own] / p["tau"])
-        self.nodes[own] = self.nodes[own] + steps[:, None] * (x - self.nodes[own])
-        self.ages[row * k + int(np.argmin(d[own]))] += np.float32(1)
-        if int(self.alive.sum()) >= 2:
-            first, second = np.argsort(d, stable=True)[:2]
-            self.edge_age = update_edges(self.edge_age, first[None], second[None], p["max_age"])
+        mine = d[own]
+        steps = self._rank_weights()[mine.argsort(stable=True).argsort(stable=True)]
+        steps /= 1 + self.ages[own] / p["tau"]
+        cur = self.nodes[own]
+        moved = x - cur
+        moved *= steps[:, None]
+        moved += cur
+        self.nodes[own] = moved
+        sq[own] = np.add.reduce(moved * moved, axis=1)
+        self.ages[row * k + int(mine.argmin())] += 1.0
+        if len(d) >= 2 and (self._all_alive or int(self.alive.sum()) >= 2):
+            i = int(d.argmin())  # the first minimum: what a stable sort puts first
+            d[i] = np.inf
+            j = int(d.argmin())
+            ages = self.edge_age[i]  # the competitive Hebbian step on row i, in place:
+            ages += ages >= 0  # every edge of the winner ages (-1 + 0 stays -1)
+            ages[ages > p["max_age"]] = -1  # those too old go
+            ages[j] = 0  # the winner pair's edge is (re)set
+            self.edge_age[:, i] = ages
+
+    def _node_sq(self) -> np.ndarray:
+        """The nodes' squared norms (:meth:`_UnitNorms._norms`), and whether every slot is
+        alive, kept while ``alive`` is the same array."""
+        if self._alive_of is not self.alive:
+            self._all_alive, self._alive_of = bool(self.alive.all()), self.alive
+        return self._norms(self.nodes)
+
+    def _rank_weights(self) -> np.ndarray:
+        """``eps exp(-r / lam)`` for ranks r = 0..k-1, float32, as rank_steps computes them."""
+        if self._h is None:
+            p = self.params
+            r = np.arange(p["per_class"], dtype=np.float32)
+            self._h = p["eps"] * np.exp(-r / p["lam"])
+        return self._h
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)

@@ -70,6 +70,10 @@ class Head:
     def rows_of(self, y, task_ids=None) -> np.ndarray:
         """The row of each (label, task); a label the head lacks is a DataError."""
         y = np.asarray(y, dtype=np.int64).reshape(-1)
+        if self._table is not None and len(y) == 1:  # one sample, as a device learns: no array work
+            row = int(self._table[min(max(int(y[0]) + 1, 0), len(self._table) - 1)])
+            if row >= 0:
+                return np.array([row], dtype=np.int64)
         if self._table is not None:
             rows = self._table.take(y + 1, mode="clip")
             ok = rows >= 0

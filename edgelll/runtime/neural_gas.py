@@ -20,9 +20,8 @@ the topology of old classes is kept while new nodes still move freely. Nodes sit
 slots (class-major, ``alive`` marks used ones); the number of nodes is capped by the head.
 
 Batches: ranks, ages and winners are taken as the batch found them and the moves applied in
-closed form as the sequential rule would (:func:`edgelll.runtime.competitive.apply_moves`). The
-edge updates are inherently sequential (an edge's age depends on the order of wins), so
-:func:`update_edges` steps through the batch's winner pairs, one small matrix update each.
+closed form as the sequential rule would (:func:`edgelll.runtime.competitive.apply_moves`), and
+so are the edges (:func:`update_edges`: an edge's age is counted from the last step that set it).
 """
 
 from __future__ import annotations
@@ -49,27 +48,74 @@ def rank_steps(dist, ages, eps: float, lam: float, tau: float, allowed=None):
 def two_closest(dist):
     """The closest and second-closest node of every row, ``(N,)`` each."""
     xp = array_namespace(dist)
-    order = xp.argsort(dist, axis=1, stable=True)
-    return order[:, 0], order[:, 1]
+    first = xp.argmin(dist, axis=1)  # the first minimum of each row, as a stable sort has it
+    cols = xp.reshape(xp.arange(dist.shape[1], device=device(dist)), (1, -1))
+    inf = xp.asarray(xp.inf, dtype=dist.dtype, device=device(dist))
+    second = xp.argmin(xp.where(cols == xp.reshape(first, (-1, 1)), inf, dist), axis=1)
+    return first, second
 
 
-def update_edges(edge_age, first, second, max_age: float):
-    """Competitive Hebbian edges after a batch of winner pairs. ``edge_age`` ``(M, M)``
-    symmetric, -1 where there is no edge (a new array; the input is not changed). Sequential over
-    the pairs (see module docstring): per pair, O(M) work on the winner's row and column."""
+def update_edges(edge_age, first, second, max_age: float, inplace: bool = False):
+    """Competitive Hebbian edges after a batch of winner pairs, as the sequential rule leaves
+    them. ``edge_age`` ``(M, M)`` symmetric, -1 where there is no edge; a new array unless
+    ``inplace``. Per pair (i, j), i != j, in batch order: every edge of i ages by one, edges older
+    than ``max_age`` go, and edge (i, j) is set to 0.
+
+    In closed form, with no per-pair Python: an edge {a, b} ages once for every later win of a or
+    b, and ageing only grows, so it is gone exactly when its final age exceeds ``max_age``. An
+    edge the batch does not set ends at ``age + c_a + c_b`` (c the batch's wins; -1 stays -1);
+    an edge the batch sets ends at the wins of a and b after the last step that set it. Only the
+    rows and columns of the batch's winners change: O(|winners| M) work."""
     xp = array_namespace(edge_age)
-    edge_age = xp.asarray(edge_age, copy=True)
-    none = xp.asarray(-1, dtype=edge_age.dtype, device=device(edge_age))
-    for i, j in zip(first.tolist(), second.tolist()):
-        if i == j:
-            continue
-        row = edge_age[i, :]
-        row = xp.where(row >= 0, row + 1, row)  # every edge of the winner ages
-        row = xp.where(row > max_age, none, row)  # and those too old go
-        row[j] = 0  # the winner pair's edge is (re)set
-        edge_age[i, :] = row
-        edge_age[:, i] = row
-    return edge_age
+    out = edge_age if inplace else xp.asarray(edge_age, copy=True)
+    keep = first != second
+    f, s = first[keep], second[keep]
+    n, m = int(f.shape[0]), int(edge_age.shape[0])
+    if n == 0:
+        return out
+    dt, dev = edge_age.dtype, device(edge_age)
+    none = xp.asarray(-1, dtype=dt, device=dev)
+    if n == 1:  # one pair: the rule as written, on the winner's row and column
+        i, j = int(f[0]), int(s[0])
+        row = out[i, :]
+        row = xp.where(row >= 0, row + 1, row)
+        row = xp.where(row > max_age, none, row)
+        row[j] = 0
+        out[i, :] = row
+        out[:, i] = row
+        return out
+    f, s = xp.astype(f, xp.int64), xp.astype(s, xp.int64)
+    winners, counts = xp.unique_counts(f)
+    wins = xp.zeros((m,), dtype=dt, device=dev)
+    wins[winners] = xp.astype(counts, dt)
+    rows = xp.take(out, winners, axis=0)  # (U, M): every changed edge has an end among them
+    aged = rows + xp.reshape(xp.take(wins, winners), (-1, 1)) + xp.reshape(wins, (1, -1))
+    aged = xp.where((rows >= 0) & (aged <= max_age), aged, xp.full_like(aged, -1))
+    # the last step that set each distinct edge {a, b}
+    a, b = xp.minimum(f, s), xp.maximum(f, s)
+    key = a * m + b
+    order = xp.argsort(key, stable=True)  # equal keys keep batch order: the last is the latest
+    ks = xp.take(key, order)
+    last = xp.concat([ks[1:] != ks[:-1], xp.ones((1,), dtype=xp.bool, device=dev)])
+    step = order[last]
+    a, b = xp.take(a, step), xp.take(b, step)
+    # wins of node i after step t: its wins minus those at steps <= t, counted by searching the
+    # sorted (winner, step) keys
+    t = xp.arange(n, dtype=xp.int64, device=dev)
+    won = xp.sort(f * n + t)
+
+    def after(i):
+        upto = (xp.searchsorted(won, i * n + step, side="right")
+                - xp.searchsorted(won, i * n, side="left"))
+        return xp.take(wins, i) - xp.astype(upto, dt)
+
+    fresh = after(a) + after(b)
+    fresh = xp.where(fresh <= max_age, fresh, xp.full_like(fresh, -1))
+    out[winners, :] = aged
+    out[:, winners] = xp.matrix_transpose(aged)
+    out[a, b] = fresh
+    out[b, a] = fresh
+    return out
 
 
 def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
@@ -99,10 +145,12 @@ def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
 
 
 def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps: float = 0.1,
-              lam: float = 1.0, tau: float = 100.0, max_age: float = 50.0):
+              lam: float = 1.0, tau: float = 100.0, max_age: float = 50.0,
+              inplace_edges: bool = False):
     """New ``(nodes, ages, edge_age)`` after a batch. ``nodes`` ``(M, D)``, ``ages`` ``(M,)``
-    the inputs each node has won, ``edge_age`` ``(M, M)``; supervised with ``y`` (class rows)
-    and ``owner`` (each node's class row); ``alive`` ``(M,)`` marks used slots."""
+    the inputs each node has won, ``edge_age`` ``(M, M)`` (changed in place with
+    ``inplace_edges``: no copy of M^2 ages a batch); supervised with ``y`` (class rows) and
+    ``owner`` (each node's class row); ``alive`` ``(M,)`` marks used slots."""
     xp = array_namespace(nodes, feats)
     feats = xp.astype(feats, nodes.dtype)
     dist = sq_distances(feats, nodes)
@@ -122,4 +170,5 @@ def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps:
         second = first  # a single living node has no edge to make
     mover = xp.argmin(dist if allowed is None else xp.where(allowed, dist, inf), axis=1)
     won = xp.sum(one_hot(mover, m, nodes.dtype), axis=0)
-    return apply_moves(nodes, steps, feats), ages + won, update_edges(edge_age, first, second, max_age)
+    edge_age = update_edges(edge_age, first, second, max_age, inplace_edges)
+    return apply_moves(nodes, steps, feats), ages + won, edge_age
