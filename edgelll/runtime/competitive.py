@@ -91,7 +91,7 @@ def competitive_update(protos, wins, feats, y=None, owner=None, lr: float = 0.1,
     away when it beats the own class's winner (the input is misclassified: LVQ1's case of a
     wrongly labelled winner; pushing it away on every input diverges)."""
     xp = array_namespace(protos, feats)
-    feats = xp.astype(feats, protos.dtype)
+    feats = xp.astype(feats, protos.dtype, copy=False)
     m = protos.shape[0]
     score = match_scores(protos, feats, by)
     allowed = None
@@ -156,7 +156,7 @@ def class_scores(feats, protos, per_class: int, alive=None):
     """``-min || x - p ||`` over each class's units ``(N, C)``: units are laid out class-major,
     ``per_class`` slots per class; slots not ``alive`` (and classes with none) score -inf."""
     xp = array_namespace(feats, protos)
-    dist = xp.sqrt(sq_distances(xp.astype(feats, protos.dtype), protos))
+    dist = xp.sqrt(sq_distances(xp.astype(feats, protos.dtype, copy=False), protos))
     if alive is not None:
         dist = xp.where(xp.reshape(alive, (1, -1)), dist,
                         xp.asarray(xp.inf, dtype=dist.dtype, device=device(dist)))

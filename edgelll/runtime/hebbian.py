@@ -34,7 +34,7 @@ def hebbian_update(weight, counts, feats, y):
     """New ``(weight, counts)``: ``weight`` ``(C, D)`` the running mean ``(1/p) Y^T X`` over every
     sample so far, ``counts`` ``(C,)`` the samples of each class (p is their sum)."""
     xp = array_namespace(weight, feats)
-    x = normalize_rows(xp.astype(feats, weight.dtype))
+    x = normalize_rows(xp.astype(feats, weight.dtype, copy=False))
     onehot = one_hot(y, weight.shape[0], weight.dtype)
     p = xp.sum(counts)
     total = p + x.shape[0]
@@ -46,7 +46,7 @@ def hebbian_scores(feats, weight, counts, balanced: bool = True):
     """Responses ``W x`` ``(N, C)`` of normalised features; ``balanced``: each divided by its
     class's share n_j / p (the class mean's response); classes never seen score -inf."""
     xp = array_namespace(feats, weight)
-    x = normalize_rows(xp.astype(feats, weight.dtype))
+    x = normalize_rows(xp.astype(feats, weight.dtype, copy=False))
     scores = xp.matmul(x, xp.matrix_transpose(weight))
     if balanced:
         share = counts / xp.maximum(xp.sum(counts), xp.ones_like(xp.sum(counts)))
@@ -60,7 +60,7 @@ def oja_update(weight, counts, feats, y, lr: float = 0.01):
     learns from it; the batch's terms are summed, so ``lr`` times the batch size should stay
     well under 1)."""
     xp = array_namespace(weight, feats)
-    x = normalize_rows(xp.astype(feats, weight.dtype))
+    x = normalize_rows(xp.astype(feats, weight.dtype, copy=False))
     onehot = one_hot(y, weight.shape[0], weight.dtype)
     r = xp.matmul(x, xp.matrix_transpose(weight)) * onehot  # (N, C), own class only
     delta = xp.matmul(xp.matrix_transpose(r), x) - xp.reshape(xp.sum(r * r, axis=0), (-1, 1)) * weight
@@ -70,5 +70,5 @@ def oja_update(weight, counts, feats, y, lr: float = 0.01):
 def oja_init(feats, like):
     """A new class's row for Oja's rule: the normalised mean of its normalised shots ``(D,)``."""
     xp = array_namespace(feats, like)
-    x = normalize_rows(xp.astype(feats, like.dtype))
+    x = normalize_rows(xp.astype(feats, like.dtype, copy=False))
     return normalize_rows(xp.mean(x, axis=0, keepdims=True))[0, ...]

@@ -125,7 +125,7 @@ def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
     (TOPIC), and how a base session's nodes appear. A Python step per class that still has free
     slots; none once every class is full."""
     xp = array_namespace(nodes, feats)
-    feats = xp.astype(feats, nodes.dtype)
+    feats = xp.astype(feats, nodes.dtype, copy=False)
     free = xp.reshape(~alive, (-1, per_class))
     need = xp.any(xp.take(free, y, axis=0), axis=1)  # inputs whose class has a free slot
     if not bool(xp.any(need)):
@@ -152,7 +152,7 @@ def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps:
     ``inplace_edges``: no copy of M^2 ages a batch); supervised with ``y`` (class rows) and
     ``owner`` (each node's class row); ``alive`` ``(M,)`` marks used slots."""
     xp = array_namespace(nodes, feats)
-    feats = xp.astype(feats, nodes.dtype)
+    feats = xp.astype(feats, nodes.dtype, copy=False)
     dist = sq_distances(feats, nodes)
     n, m = dist.shape
     allowed = None

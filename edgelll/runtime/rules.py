@@ -49,7 +49,7 @@ def one_hot(y, n_classes: int, dtype):
 def ncm_update(sums, counts, feats, y, cosine: bool = False):
     """New ``(sums, counts)`` after a batch of features ``(N, D)`` with labels ``(N,)``."""
     xp = array_namespace(sums, feats)
-    feats = xp.astype(feats, sums.dtype)
+    feats = xp.astype(feats, sums.dtype, copy=False)
     if cosine:
         feats = normalize_rows(feats)
     onehot = one_hot(y, sums.shape[0], sums.dtype)
@@ -67,7 +67,7 @@ def ncm_means(sums, counts, cosine: bool = False):
 def ncm_scores(feats, means, known, cosine: bool = False):
     """``-|| phi(x) - mu_c ||`` for every row and class, ``-inf`` for classes never seen."""
     xp = array_namespace(feats, means)
-    feats = xp.astype(feats, means.dtype)
+    feats = xp.astype(feats, means.dtype, copy=False)
     if cosine:
         feats = normalize_rows(feats)
     sq = (xp.sum(feats * feats, axis=1, keepdims=True) - 2 * xp.matmul(feats, xp.matrix_transpose(means))
