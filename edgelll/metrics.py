@@ -165,3 +165,34 @@ def fscil_summary(R: ArrayLike, test_counts: VectorLike) -> dict[str, Any]:
     per = session_accuracies(R, test_counts)
     return {"sessions": per, **session_table(per["all"]),
             "test_counts": [int(c) for c in test_counts]}
+
+
+def cluster_agreement(assign: VectorLike, labels: VectorLike) -> dict[str, float]:
+    """How well an unsupervised ``assign``-ment of samples to clusters recovers their ``labels``:
+    purity (each cluster counted as its most common label), normalised mutual information
+    (arithmetic-mean normalisation, ``MI / ((H(labels) + H(clusters)) / 2)``; Strehl & Ghosh
+    2002 use the geometric mean) and the adjusted Rand index (Hubert & Arabie 1985), all from
+    the contingency table. 1 is a perfect recovery; ARI is 0 in expectation for a random one."""
+    a, y = np.asarray(assign).reshape(-1), np.asarray(labels).reshape(-1)
+    if a.shape != y.shape or a.size == 0:
+        raise ValueError(f"need one cluster per label, got {a.shape} and {y.shape}")
+    _, ai = np.unique(a, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    table = np.zeros((yi.max() + 1, ai.max() + 1))
+    np.add.at(table, (yi, ai), 1)
+    n = float(a.size)
+    rows, cols = table.sum(axis=1), table.sum(axis=0)
+
+    def entropy(counts):
+        p = counts[counts > 0] / n
+        return float(-(p * np.log(p)).sum())
+
+    nz = table > 0
+    mi = float((table[nz] / n * np.log(table[nz] * n / np.outer(rows, cols)[nz])).sum())
+    h = (entropy(rows) + entropy(cols)) / 2
+    pairs = lambda c: (c * (c - 1) / 2).sum()  # noqa: E731
+    index, expected = pairs(table), pairs(rows) * pairs(cols) / (n * (n - 1) / 2)
+    top = (pairs(rows) + pairs(cols)) / 2
+    return {"purity": float(table.max(axis=0).sum() / n),
+            "nmi": mi / h if h > 0 else 1.0,
+            "ari": float((index - expected) / (top - expected)) if top != expected else 1.0}

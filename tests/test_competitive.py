@@ -110,3 +110,19 @@ def test_the_cluster_api_recovers_blobs_on_numpy_and_torch():
     assert (ta.numpy() == assign).all()
     with pytest.raises(ValueError, match="into 4 groups"):
         cluster(x[:3], 4)
+
+
+def test_cluster_agreement_against_hand_computed_tables():
+    from edgelll.metrics import cluster_agreement
+
+    # labels 0 0 0 1 1 1 into clusters {0 0}, {0 1}, {1 1}: purity (2 + 1 + 2) / 6; pairs
+    # together in both 2 of 15, expected 6 * 3 / 15 = 1.2, mean of the pair sums (6 + 3) / 2, so
+    # ARI (2 - 1.2) / (4.5 - 1.2); MI (2/3) ln 2 over the mean entropy (ln 2 + ln 3) / 2
+    got = cluster_agreement([0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1])
+    assert got["purity"] == pytest.approx(5 / 6)
+    assert got["ari"] == pytest.approx(0.8 / 3.3)
+    assert got["nmi"] == pytest.approx((2 / 3) * np.log(2) / (np.log(6) / 2))
+    # a relabelled perfect recovery scores 1 on all three; one cluster for two classes does not
+    assert cluster_agreement([7, 7, 3, 3], [0, 0, 1, 1]) == {"purity": 1.0, "nmi": 1.0, "ari": 1.0}
+    lumped = cluster_agreement([0, 0, 0, 0], [0, 0, 1, 1])
+    assert lumped["purity"] == 0.5 and lumped["nmi"] == 0.0 and lumped["ari"] == 0.0

@@ -6,6 +6,8 @@ new class from 5 shots."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,25 @@ def test_the_node_cap_is_what_the_budget_holds(digits, tmp_path):
     assert gas.max_nodes == 30 + 99  # 30 slots of training, then whole classes of 3
     learner.run()
     assert learner.model.head.find("neural-gas").params["max_nodes"] == 129
+
+
+def test_competitive_clusters_are_reported_per_experience_as_recomputed(digits, tmp_path):
+    from edgelll.metrics import cluster_agreement
+    from edgelll.runtime.competitive import cluster
+    from edgelll.strategies.replay import embed
+
+    data = (digits.x_train, digits.y_train, digits.x_test, digits.y_test)
+    cfg = _cfg("competitive", competitive={"per_class": 2, "clusters": 6})
+    result = edgelll.learn(cfg, data=data, run_dir=tmp_path / "run", plot="none")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    rows = metrics["strategies"]["competitive"]["clusters"]
+    assert [r["experience"] for r in rows] == [0, 1, 2, 3, 4] and rows[0]["k"] == 6
+    assert rows[-1]["samples"] == len(digits.y_test)
+    # the last entry is the final model's features, clustered again without labels
+    feats = embed(result.model, torch.as_tensor(digits.x_test))
+    _, assign = cluster(feats, 6, batch=1024)
+    want = cluster_agreement(assign.numpy(), digits.y_test)
+    assert {k: rows[-1][k] for k in want} == pytest.approx(want)
+    assert rows[-1]["nmi"] > 0.3  # frozen features of 10 digits in 6 groups: far from random
+    with pytest.raises(ConfigError, match="competitive.clusters"):
+        edgelll.resolve({"strategies": ["competitive"], "competitive": {"clusters": -1}})
