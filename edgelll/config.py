@@ -262,6 +262,12 @@ def check(cfg: LearnConfig) -> None:
     if cfg.stream == "fscil" and cfg.scenario != "class":
         raise ConfigError(f"the fscil stream is class-incremental (one growing head, no task id); "
                           f"use --scenario class, not {cfg.scenario}")
+    if "progressive" in cfg.strategies and cfg.scenario != "task":
+        raise ConfigError(f"progressive picks each sample's column by its task id, and the "
+                          f"{cfg.scenario} scenario gives none at test time; use --scenario task")
+    if "progressive" in cfg.strategies and "independent" in cfg.strategies:
+        raise ConfigError("progressive and independent each give every task its own network; "
+                          "drop one of them")
     if "independent" in cfg.strategies and cfg.scenario == "domain":
         raise ConfigError("independent (one model per task) needs task ids or disjoint classes; "
                           "use --scenario task or class")

@@ -80,11 +80,11 @@ def _linear(labels, w, b, units, tasks) -> dict:
 
 
 def _blocks(head, labels) -> dict:
-    d, n_blocks = head.block_in, len(head.blocks)
+    at = head.offsets
     rows_w, rows_b, units, tasks, offset = [], [], [], [], 0
     for i, block in enumerate(head.blocks):
-        w = np.zeros((block.out_features, d * n_blocks), dtype=np.float32)
-        w[:, i * d:(i + 1) * d] = _np(block.weight)
+        w = np.zeros((block.out_features, at[-1]), dtype=np.float32)
+        w[:, at[i]:at[i + 1]] = _np(block.weight)
         rows_w.append(w)
         rows_b.append(_np(block.bias))
         n = block.out_features

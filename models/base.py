@@ -36,8 +36,9 @@ class Columns(nn.Module):
             old.requires_grad_(False)
 
     def add(self, column: nn.Module) -> None:
-        for old in self.columns:
-            old.requires_grad_(False)
+        for p in self.columns.parameters():  # frozen: no gradient kept (or counted) either
+            p.requires_grad_(False)
+            p.grad = None
         self.columns.append(column)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,11 +72,20 @@ class EdgeModel(nn.Module):
     def columns(self) -> Columns | None:
         return self.backbone if isinstance(self.backbone, Columns) else None
 
+    @property
+    def progressive(self):
+        """The backbone's :class:`~edgelll.models.progressive.Progressive` columns, if any."""
+        from .progressive import Progressive
+        return self.backbone if isinstance(self.backbone, Progressive) else None
+
     def spec(self) -> dict:
         spec = {"format": SPEC_FORMAT, "name": self.name, "args": dict(self.args),
                 "input": self.preprocess.spec(), "head": self.head.spec(), "labels": self.labels}
         if self.columns is not None:
             spec["columns"] = len(self.columns.columns)
+        if self.progressive is not None:
+            spec["progressive"] = {"columns": len(self.progressive.columns),
+                                   "width_ratio": self.progressive.width_ratio}
         return json.loads(json.dumps(spec))  # plain JSON values: tuples become lists
 
     def set_head(self, spec: dict) -> None:
@@ -98,6 +108,25 @@ class EdgeModel(nn.Module):
         ref = next(self.backbone.parameters())
         self.head = BlockHead(self.feat_dim, [n_classes], route).to(ref.device, ref.dtype)
 
+    def to_progressive(self, n_classes: int, width_ratio: float = 1.0) -> None:
+        """Progressive columns from now on (Rusu et al. 2016): this backbone is column 0, each
+        later task adds a column with lateral adapters, and the head has one block per column,
+        routed by task id."""
+        from .progressive import Progressive
+        ref = next(self.backbone.parameters())
+        self.backbone = Progressive(self.backbone, self.input_shape, width_ratio)
+        self.feat_dim = self.backbone.widths[0]
+        self.head = BlockHead(self.feat_dim, [n_classes], "task").to(ref.device, ref.dtype)
+
+    def add_column(self) -> None:
+        """One more progressive column, at ``width_ratio`` of the model's widths."""
+        from .progressive import scaled_args
+        from .registry import fresh_backbone
+        prog = self.progressive
+        args = scaled_args(self.name, self.args, prog.width_ratio)
+        prog.add(fresh_backbone(self, args))
+        self.feat_dim = sum(prog.widths)
+
     def adapt(self, exp) -> bool:
         """Make room for an experience: a column and its head block for a new task, a wider
         single head, or the task's own head. True when parameters changed."""
@@ -109,6 +138,11 @@ class EdgeModel(nn.Module):
             cols.add(fresh_backbone(self).to(ref.device, ref.dtype))
             self.head.find(BlockHead.kind).add_block(exp.n_local_classes)
             self.feat_dim = cols.width * len(cols.columns)
+            changed = True
+        prog = self.progressive
+        if prog is not None and exp.task_id >= len(prog.columns):
+            self.add_column()
+            self.head.find(BlockHead.kind).add_block(exp.n_local_classes, prog.widths[-1])
             changed = True
         return self.head.adapt(exp) or changed
 

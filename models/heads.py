@@ -179,14 +179,32 @@ class BlockHead(Head):
 
     kind = "blocks"
 
-    def __init__(self, block_in: int, sizes: list[int] | tuple[int, ...], route: str) -> None:
+    def __init__(self, block_in, sizes: list[int] | tuple[int, ...], route: str) -> None:
         super().__init__()
         if route not in ("task", "class"):
             raise ValueError(f"unknown block route {route!r}")
-        self.block_in, self.route = block_in, route
-        self.blocks = nn.ModuleList(nn.Linear(block_in, n) for n in sizes)
+        # block_in: the features of every column, or one width per block (narrower columns)
+        widths = ([int(block_in)] * len(sizes) if isinstance(block_in, int)
+                  else [int(w) for w in block_in])
+        if len(widths) != len(sizes):
+            raise ValueError(f"{len(widths)} block widths for {len(sizes)} blocks")
+        self.widths, self.route = widths, route
+        self.blocks = nn.ModuleList(nn.Linear(w, n) for w, n in zip(widths, sizes))
         for old in self.blocks[:-1]:
             old.requires_grad_(False)
+
+    @property
+    def block_in(self):
+        """The features of each block: one int where every block reads as many, else a list."""
+        return self.widths[0] if len(set(self.widths)) == 1 else list(self.widths)
+
+    @property
+    def offsets(self) -> list[int]:
+        """Where each block's slice of the features starts (and, last, their total)."""
+        out = [0]
+        for w in self.widths:
+            out.append(out[-1] + w)
+        return out
 
     @property
     def n_classes(self) -> int:
@@ -201,14 +219,17 @@ class BlockHead(Head):
         return {"kind": self.kind, "sizes": [b.out_features for b in self.blocks],
                 "route": self.route, "block_in": self.block_in}
 
-    def add_block(self, n_classes: int) -> None:
-        for old in self.blocks:
-            old.requires_grad_(False)
-        self.blocks.append(_linear_like(self, self.block_in, n_classes))
+    def add_block(self, n_classes: int, width: int | None = None) -> None:
+        for p in self.blocks.parameters():  # frozen: no gradient kept (or counted) either
+            p.requires_grad_(False)
+            p.grad = None
+        width = self.widths[-1] if width is None else int(width)
+        self.blocks.append(_linear_like(self, width, n_classes))
+        self.widths.append(width)
 
     def forward(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        d = self.block_in
-        outs = [b(feats[:, i * d:(i + 1) * d]) for i, b in enumerate(self.blocks)]
+        at = self.offsets
+        outs = [b(feats[:, at[i]:at[i + 1]]) for i, b in enumerate(self.blocks)]
         return torch.cat(outs, dim=1) if self.route == "class" else route_by_task(outs, task_ids)
 
 
@@ -330,7 +351,7 @@ def make_head(spec: dict, in_features: int) -> Head:
     if kind == "multi":
         return MultiHeadClassifier(in_features, [int(s) for s in spec["sizes"]])
     if kind == "blocks":
-        return BlockHead(int(spec["block_in"]), [int(s) for s in spec["sizes"]], spec["route"])
+        return BlockHead(spec["block_in"], [int(s) for s in spec["sizes"]], spec["route"])
     if kind == "bias":
         return BiasHead(make_head(spec["inner"], in_features), int(spec["new_from"]))
     if kind == "nearest-mean":

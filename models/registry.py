@@ -56,10 +56,11 @@ def create_model(name: str, input_shape: tuple[int, ...], n_classes: int, multi_
     return model
 
 
-def fresh_backbone(model):
-    """A newly initialised backbone of the same kind as ``model``'s (a new column)."""
+def fresh_backbone(model, args: dict | None = None):
+    """A newly initialised backbone of the same kind as ``model``'s (a new column), with
+    ``args`` in place of the model's own where given (a narrower column)."""
     fn = _lookup(model.name)
-    return fn(model.input_shape, 1, **model.args).backbone
+    return fn(model.input_shape, 1, **(model.args if args is None else args)).backbone
 
 
 def rebuild(spec: dict):
@@ -75,6 +76,11 @@ def rebuild(spec: dict):
         model.backbone = Columns([model.backbone] + [fresh_backbone(model)
                                                      for _ in range(int(spec["columns"]) - 1)], width)
         model.feat_dim = width * int(spec["columns"])
+    if "progressive" in spec:
+        prog = spec["progressive"]
+        model.to_progressive(1, float(prog["width_ratio"]))
+        for _ in range(int(prog["columns"]) - 1):
+            model.add_column()
     model.set_head(spec["head"])
     model.labels = spec.get("labels", {})
     return model

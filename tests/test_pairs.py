@@ -32,6 +32,11 @@ REFUSED = {
 # the gradient-free heads: one head that decides predictions per run, in one shared feature space
 _FREE = ("hebbian", "competitive", "neural-gas")
 REFUSED.update({frozenset({"independent", g}): "shared feature space" for g in _FREE})
+# progressive runs in the task scenario only, where these do not
+REFUSED.update({frozenset({"progressive", s}): "scenario"
+                for s in ("bic", "icarl", "ncm", *_FREE)})
+REFUSED.update({frozenset({"progressive", "independent"}): "its own network",
+                frozenset({"progressive", "latent"}): "backbone of its own"})
 REFUSED.update({frozenset({g, other}): "decide predictions" for g in _FREE
                 for other in (*_FREE, "ncm", "icarl") if other != g})
 
@@ -44,7 +49,9 @@ def digits():
 
 
 def _cfg(a: str, b: str):
+    task = "progressive" in (a, b)  # columns picked by task id: the task scenario only
     return resolve({"strategies": [a, b], "tasks": 2, "steps": 2, "batch_size": 8,
+                    **({"scenario": "task"} if task else {}),
                     "model_args": {"hidden": (8,)}, "device": "cpu",
                     **{k: v for k, v in SMALL.items() if k in (a, b)}})
 

@@ -68,9 +68,10 @@ class LatentReplay(Strategy):
         return backbone[: self.params.layer], backbone[self.params.layer:]
 
     def setup(self, ctx) -> None:
-        if "independent" in ctx.cfg.strategies:
-            raise ConfigError("latent replay stores activations of one shared backbone, and "
-                              "independent gives every task a backbone of its own; drop one")
+        for other in ("independent", "progressive"):
+            if other in ctx.cfg.strategies:
+                raise ConfigError(f"latent replay stores activations of one shared backbone, and "
+                                  f"{other} gives every task a backbone of its own; drop one")
         backbone = ctx.model.backbone
         if not isinstance(backbone, torch.nn.Sequential) or self.params.layer > len(backbone):
             n = len(backbone) if isinstance(backbone, torch.nn.Sequential) else 0
