@@ -106,6 +106,12 @@ def test_the_spec_rebuilds_the_network_and_the_export_passes_parity(run, data, t
     import onnx
     graph = onnx.load(str(copy / "export" / entry["file"])).graph
     assert [i.name for i in graph.input] == ["x", "task"]  # the column is picked by task id
+    # split: the columns as the extractor, the head blocks routed by task id on the device
+    from edgelll.runtime import Model
+    split = export_run(copy, ExportOptions(split=True))
+    device = Model.load(copy / "export" / split["file"])
+    x, t = data[2], (data[3] // 2).astype(np.int64)  # digits 2t, 2t+1 are task t
+    np.testing.assert_array_equal(device.predict(x, t), model.predict(x, t).numpy())
 
 
 def test_a_resumed_run_is_bit_identical(data, tmp_path):
