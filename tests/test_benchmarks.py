@@ -58,3 +58,9 @@ def test_generative_defaults_names_a_missing_path(tmp_path, spec):
     proc = bench("generative_defaults.py", "--data", spec.format(missing), "--seeds", "0")
     one_error_line(proc, str(missing))
     assert proc.stdout == ""  # refused before the table starts
+
+
+def test_growth_names_the_folder_or_the_missing_file(tmp_path):
+    one_error_line(bench("growth.py"), "--data-dir", "EDGELLL_DATA")
+    one_error_line(bench("growth.py", "--data-dir", str(tmp_path)), str(tmp_path / "mnist.npz"))
+    one_error_line(bench("growth.py", "--data-dir", str(tmp_path), "--sets", "cifar"), "cifar")

@@ -136,3 +136,30 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     if getattr(fast, "_sq", None) is not None:  # the kept squared norms are the units' own
         units = fast.protos if name == "competitive" else fast.nodes
         np.testing.assert_array_equal(fast._sq, np.add.reduce(units * units, axis=1))
+
+
+@pytest.mark.parametrize("name", ["competitive", "neural-gas"])
+def test_a_head_grown_class_by_class_equals_one_rebuilt_at_every_class(name, blobs):
+    # add_class writes into spare capacity and keeps the units' norms; a head rebuilt from its
+    # arrays before every class (no spare room, no kept norms) must end bit for bit the same
+    x, y = blobs
+    rng = np.random.default_rng(3)
+    grown = empty_head(_kind(name), x.shape[1], **{**KINDS[name], "max_nodes": 0}
+                       if name == "neural-gas" else KINDS[name])
+    rebuilt = head_from_arrays(grown.to_arrays())
+    for label in range(60):
+        shots = x[rng.integers(0, len(x), 5)] + rng.normal(size=(5, x.shape[1])).astype(np.float32)
+        rebuilt = head_from_arrays(rebuilt.to_arrays())
+        for head in (grown, rebuilt):
+            head.add_class(shots, label)
+            head.learn(shots[:1], np.array([label]))  # the batch-1 path reads the kept norms
+            if label % 10 == 4:  # now and then a batch, whose rule replaces the units array
+                head.learn(shots[1:3], np.array([label, label]))
+    a, b = grown.to_arrays(), rebuilt.to_arrays()
+    for k, v in a.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, b[k], err_msg=k)
+    units = grown.protos if name == "competitive" else grown.nodes
+    assert units.base is not None  # it grew inside its buffer
+    assert grown._sq_of is units  # and the norms kept through it are the units' own
+    np.testing.assert_array_equal(grown._sq, np.add.reduce(units * units, axis=1))

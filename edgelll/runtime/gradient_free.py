@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .competitive import class_scores, competitive_update, shot_prototypes, unit_owner
+from .competitive import (class_scores, competitive_update, farthest_points, shot_prototypes,
+                          unit_owner)
 from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
 from .rules import normalize_rows
@@ -36,6 +37,28 @@ def _sq_dist(x: np.ndarray, units: np.ndarray, sq: np.ndarray) -> np.ndarray:
     d += np.add.reduce(x * x)
     d += sq
     return np.maximum(d, 0.0, out=d)
+
+
+def _grown(buf, cur: np.ndarray, size: int, fill: float, square: bool = False):
+    """``(buf, view)``: ``cur`` extended to ``size`` rows (and columns, ``square``) of ``fill``,
+    as the leading block of ``buf``. While ``cur`` is still that block and ``buf`` has room,
+    nothing is copied; else a new buffer with an eighth more room is made, so that a head grown
+    class by class copies its arrays O(log) times, not on every class (the edge ages of a
+    3000-node gas are 36 MB). The spare room is at most an eighth of each side."""
+    m = cur.shape[0]
+    if buf is None or cur.base is not buf or buf.shape[0] < size:
+        cap = max(size, m + m // 8)
+        buf = np.full((cap, cap) if square else (cap, *cur.shape[1:]), fill, cur.dtype)
+        if square:
+            buf[:m, :m] = cur
+        else:
+            buf[:m] = cur
+    elif square:
+        buf[m:size, :size] = fill
+        buf[:size, m:size] = fill
+    else:
+        buf[m:size] = fill
+    return buf, (buf[:size, :size] if square else buf[:size])
 
 
 class _UnitNorms:
@@ -127,6 +150,7 @@ class CompetitiveHead(_UnitNorms, Head):
         self.wins = np.asarray(wins, dtype=np.float32).copy()
         self.params = {"per_class": int(per_class), "lr": float(lr), "decay": float(decay),
                        "by": str(by), "lvq": bool(lvq)}
+        self._protos_buf = None  # add_class's spare capacity (_grown)
 
     @property
     def n_features(self) -> int:
@@ -180,8 +204,14 @@ class CompetitiveHead(_UnitNorms, Head):
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
-        k = self.params["per_class"]
-        self.protos = np.concatenate([self.protos, shot_prototypes(feats, k)])
+        k, m = self.params["per_class"], len(self.protos)
+        valid = self._sq_of is self.protos
+        self._protos_buf, protos = _grown(self._protos_buf, self.protos, m + k, 0.0)
+        protos[m:] = new = shot_prototypes(feats, k)
+        if valid:  # the kept norms grow by the new rows
+            self._sq = np.concatenate([self._sq, np.add.reduce(new * new, axis=1)])
+            self._sq_of = protos
+        self.protos = protos
         self.wins = np.concatenate([self.wins, np.zeros(k, np.float32)])
         self._add_row(label, task, name)
 
@@ -204,6 +234,7 @@ class NeuralGasHead(_UnitNorms, Head):
         self.params = {"per_class": int(per_class), "eps": float(eps), "lam": float(lam),
                        "tau": float(tau), "max_age": float(max_age), "max_nodes": int(max_nodes)}
         self._all_alive, self._alive_of, self._h = False, None, None  # _learn_one's caches
+        self._nodes_buf = self._edges_buf = None  # add_class's spare capacity (_grown)
 
     @property
     def n_features(self) -> int:
@@ -291,16 +322,23 @@ class NeuralGasHead(_UnitNorms, Head):
             raise DataError(f"the neural-gas head is full ({int(self.alive.sum())} of "
                             f"{cap} nodes); give it a larger memory budget or fewer nodes "
                             f"per class")
-        m = len(self.nodes)
-        self.nodes = np.concatenate([self.nodes, np.zeros((k, self.n_features), np.float32)])
+        m, valid = len(self.nodes), self._sq_of is self.nodes
+        self._nodes_buf, nodes = _grown(self._nodes_buf, self.nodes, m + k, 0.0)
+        self._edges_buf, self.edge_age = _grown(self._edges_buf, self.edge_age, m + k, -1.0,
+                                                square=True)
         self.ages = np.concatenate([self.ages, np.zeros(k, np.float32)])
         alive = np.concatenate([self.alive, np.zeros(k, bool)])
-        edges = np.full((m + k, m + k), -1, np.float32)
-        edges[:m, :m] = self.edge_age
-        self.edge_age = edges
+        # the new class's k slots take its shots (the farthest points among them when they are
+        # more), within the cap: fill_slots' rule for one class, written into the buffer
+        room = (cap - int(self.alive.sum())) if cap else k
+        n = min(k, len(feats), room)
+        nodes[m:m + n] = feats if n == len(feats) else farthest_points(feats, n)
+        alive[m:m + n] = True
+        self.nodes, self.alive = nodes, alive
+        if valid:  # the kept norms grow by the new rows (0 for the dead slots)
+            self._sq, self._sq_of = np.concatenate([self._sq, np.add.reduce(
+                nodes[m:] * nodes[m:], axis=1)]), nodes
         self._add_row(label, task, name)
-        rows = np.full(len(feats), len(self.labels) - 1, dtype=np.int64)
-        self.nodes, self.alive = fill_slots(self.nodes, alive, feats, rows, k, cap)
 
     def to_arrays(self) -> dict:
         return {**self._base_arrays(), "nodes": self.nodes.copy(), "ages": self.ages.copy(),
