@@ -71,7 +71,7 @@ class Growth:
 def _backbone(model) -> nn.Sequential:
     name = getattr(model, "name", type(model).__name__)
     if not isinstance(model, EdgeModel) or model.name not in GROWABLE:
-        raise ConfigError(f"Net2Net grows the {' and '.join(GROWABLE)} models, not {name!r}")
+        raise ConfigError(f"Net2Net grows the {', '.join(GROWABLE)} models, not {name!r}")
     if not isinstance(model.backbone, nn.Sequential):
         raise ConfigError(f"Net2Net grows a single {name} backbone, not one with task columns")
     return model.backbone
