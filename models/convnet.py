@@ -20,13 +20,15 @@ def convnet(input_shape: tuple[int, ...], n_classes: int, channels: tuple[int, .
             hidden: int | tuple[int, ...] = 128, pools: tuple[bool, ...] | None = None,
             norm: bool = False, multi_head: bool = False) -> EdgeModel:
     if len(input_shape) != 3:
-        raise ValueError(f"convnet needs images shaped (C, H, W), got per-sample shape {input_shape}")
+        raise ValueError(f"convnet needs images shaped (C, H, W), got per-sample shape "
+                         f"{input_shape}")
     channels = tuple(int(c) for c in channels)
     widths = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
     if not widths:
         raise ValueError("hidden needs at least one width, e.g. --set model.hidden=128")
     if pools is not None and len(pools) != len(channels):
-        raise ValueError(f"pools needs one entry per conv block ({len(channels)}), got {len(pools)}")
+        raise ValueError(f"pools needs one entry per conv block ({len(channels)}), got "
+                         f"{len(pools)}")
     c, h, w = input_shape
     layers: list[nn.Module] = []
     for i, out in enumerate(channels):

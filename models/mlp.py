@@ -36,7 +36,7 @@ def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = 
     if int(pool) < 1:
         raise ValueError("pool must be a positive integer (1: no pooling)")
     args = {"hidden": hidden, "pool": int(pool)}
-    if norm:  # BatchNorm1d after each hidden Linear; recorded only when on, so old specs read the same
+    if norm:  # BatchNorm1d after each hidden Linear; recorded only when on: old specs read the same
         args["norm"] = True
     return EdgeModel("mlp", args, _mlp(input_shape, hidden, int(pool), bool(norm)), hidden[-1],
                      n_classes, multi_head)

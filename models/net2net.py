@@ -156,7 +156,8 @@ def grow_wider(model: EdgeModel, layer: int, new_width: int, noise: float = 0.0,
     g, counts = g.to(dev), counts.to(dev)
     rows, cols = [], []
 
-    kw = {"out_features": new_width} if isinstance(old_mod, nn.Linear) else {"out_channels": new_width}
+    key = "out_features" if isinstance(old_mod, nn.Linear) else "out_channels"
+    kw = {key: new_width}
     new_mod = _like(old_mod, **kw)
     new_mod.weight.copy_(old_mod.weight[g])
     if noise > 0 and new_width > old:
@@ -271,7 +272,8 @@ def _respec(model: EdgeModel) -> None:
     else:
         convs = [i for i, m in enumerate(seq) if isinstance(m, nn.Conv2d)]
         ends = convs[1:] + [next(i for i, m in enumerate(seq) if isinstance(m, nn.Flatten))]
-        pools = tuple(any(isinstance(m, nn.MaxPool2d) for m in seq[a:b]) for a, b in zip(convs, ends))
+        pools = tuple(any(isinstance(m, nn.MaxPool2d) for m in seq[a:b])
+                      for a, b in zip(convs, ends))
         model.args = {"channels": tuple(seq[i].out_channels for i in convs),
                       "hidden": linear[0] if len(linear) == 1 else linear, "pools": pools}
     if norm:

@@ -64,12 +64,14 @@ def test_wider_keeps_the_function(key, layer):
     model, x = _model(key), _x()
     before = _out(model, x)
     n = sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.backbone)
-    old = [m for m in model.backbone if isinstance(m, (nn.Linear, nn.Conv2d))][layer].weight.shape[0]
+    layers = [m for m in model.backbone if isinstance(m, (nn.Linear, nn.Conv2d))]
+    old = layers[layer].weight.shape[0]
     growth = grow_wider(model, layer, old + 5, generator=_gen(layer))
     assert torch.allclose(_out(model, x), before, atol=1e-5)
     assert (growth.old_width, growth.new_width) == (old, old + 5)
     assert sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.backbone) == n
-    assert int(growth.counts.sum()) == old + 5 and torch.equal(growth.index[:old], torch.arange(old))
+    assert int(growth.counts.sum()) == old + 5
+    assert torch.equal(growth.index[:old], torch.arange(old))
     if layer == n - 1:  # the head reads the wider features
         assert model.feat_dim == old + 5 and model.head.linear.in_features == old + 5
 
@@ -318,5 +320,6 @@ def test_refusal_leaves_the_model_untouched():
     model.head = HebbianHead(None, 5, 3)
     with pytest.raises(ConfigError):
         grow_wider(model, 1, 8)
-    assert all(torch.equal(before[f"backbone.{n}"], p) for n, p in model.backbone.state_dict().items())
+    kept = model.backbone.state_dict()
+    assert all(torch.equal(before[f"backbone.{n}"], p) for n, p in kept.items())
     assert model.feat_dim == 5 and model.args == {"hidden": (6, 5), "pool": 1}
