@@ -10,7 +10,8 @@ from .base import EdgeModel
 from .registry import register
 
 
-def _mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], pool: int = 1) -> nn.Sequential:
+def _mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], pool: int = 1,
+         norm: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     if pool > 1:
         if len(input_shape) != 3:
@@ -21,21 +22,24 @@ def _mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], pool: int = 1) -
     layers.append(nn.Flatten())
     width = math.prod(input_shape)
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h)] + ([nn.BatchNorm1d(h)] if norm else []) + [nn.ReLU()]
         width = h
     return nn.Sequential(*layers)
 
 
 @register("mlp", "fully connected ReLU network, hidden widths configurable (default 400-400)")
 def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (400, 400),
-        pool: int = 1, multi_head: bool = False) -> EdgeModel:
+        pool: int = 1, norm: bool = False, multi_head: bool = False) -> EdgeModel:
     hidden = tuple(int(h) for h in hidden)
     if not hidden or min(hidden) < 1:
         raise ValueError("hidden widths must be positive integers, e.g. --set model.hidden=400,400")
     if int(pool) < 1:
         raise ValueError("pool must be a positive integer (1: no pooling)")
-    return EdgeModel("mlp", {"hidden": hidden, "pool": int(pool)},
-                     _mlp(input_shape, hidden, int(pool)), hidden[-1], n_classes, multi_head)
+    args = {"hidden": hidden, "pool": int(pool)}
+    if norm:  # BatchNorm1d after each hidden Linear; recorded only when on: old specs read the same
+        args["norm"] = True
+    return EdgeModel("mlp", args, _mlp(input_shape, hidden, int(pool), bool(norm)), hidden[-1],
+                     n_classes, multi_head)
 
 
 @register("mlp-small", "two 100-unit hidden layers: a microcontroller-sized MLP")

@@ -60,7 +60,7 @@ def test_unknown_model_kwarg_is_a_config_error():
         create_model("mlp", SHAPE, 4, hidden=(0,))
     with pytest.raises(ConfigError):
         create_model("convnet", (64,), 4)
-    assert model_params("mlp") == {"hidden": (400, 400), "pool": 1}
+    assert model_params("mlp") == {"hidden": (400, 400), "pool": 1, "norm": False}
 
 
 # ---------------------------------------------------------------------------------------------
