@@ -129,7 +129,9 @@ def plan_memory(model: nn.Module, stream, strategies: list[Strategy], ctx, cfg,
                 trainable_bytes=sum(p.nbytes for p in trainable),
                 sample_bytes=stream.sample_bytes, n_experiences=len(stream),
                 batch_size=cfg.batch_size,
-                train_bytes=tuple(e.train_bytes for e in stream.experiences), model=model)
+                train_bytes=tuple(e.train_bytes for e in stream.experiences), model=model,
+                activation_bytes=activation_bytes_per_row * (cfg.batch_size + sum(
+                    s.extra_rows(cfg.batch_size) for s in strategies)))
     rows = cfg.batch_size + sum(s.extra_rows(cfg.batch_size) for s in strategies)
     fixed = {
         "parameters": plan.param_bytes,

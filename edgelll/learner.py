@@ -128,7 +128,8 @@ class Learner:
             raise ConfigError(f"{replacing[0].name} and {replacing[1].name} each replace the "
                               f"cross-entropy loss; use one of them")
         self.task_loss = replacing[0] if replacing else None  # the strategy whose loss is used
-        self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator)
+        self.ctx = Context(cfg, self.stream, self.model, self.device, self.generator,
+                           say=self.reporter.message)
         for s in self.strategies:
             s.setup(self.ctx)
         try:  # the model's first forward pass: arguments that do not fit the samples fail here
@@ -327,6 +328,8 @@ class Learner:
                     loss_sum += loss
                 steps += 1
                 flops += step_flops
+                if self._grown(exp, data, steps):  # a bigger network from the next step on
+                    flops_per_row = (3 if opt is not None else 1) * self.probe.forward_flops
                 if steps % 25 == 0:
                     self.reporter.advance(25, self._shown(loss))
         if steps % 25:
@@ -336,6 +339,25 @@ class Learner:
             raise EdgelllError(f"training diverged on experience {exp.index} (loss {mean_loss}); "
                                f"lower the learning rate (lr) or a strategy's lambda")
         return steps, flops, mean_loss
+
+    def _grown(self, exp: Experience, data: Batch, steps: int) -> bool:
+        """Let a strategy grow the network (:meth:`Strategy.maybe_grow`); the others follow the
+        growth, the probe measures the new network (FLOPs, activations) and its memory counts."""
+        for s in self.strategies:
+            growth = s.maybe_grow(self.ctx, exp, data, steps, self.optimizer)
+            if growth is None:
+                continue
+            for other in self.strategies:
+                other.after_growth(self.ctx, growth)
+            first = self.stream.experiences[0]
+            self.probe = probe(self.model, first.x_test[:1],
+                               torch.zeros(1, dtype=torch.long, device=self.device))
+            memory = measure_memory(self.model, self.optimizer, self.strategies,
+                                    self.probe.activation_bytes * self.rows)
+            for k, v in memory.items():
+                self.peak_memory[k] = max(v, self.peak_memory.get(k, 0))
+            return True
+        return False
 
     def _shown(self, loss: torch.Tensor | None) -> float | None:
         """The loss for the progress display (a device sync, so only when something shows it)."""

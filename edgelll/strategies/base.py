@@ -31,6 +31,12 @@ class Context:
     device: torch.device
     generator: torch.Generator
     experience: int = 0
+    say: object = field(default=None, compare=False, repr=False)  # the run's log, if it has one
+
+    def report(self, text: str) -> None:
+        """One line for the run's log (the console), as the learner's own messages go."""
+        if self.say is not None:
+            self.say(text)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Plan:
     n_experiences: int
     batch_size: int
     train_bytes: tuple[int, ...] = ()  # each experience's training data, in storage bytes
+    activation_bytes: int = 0  # a training step's activations (every row of the batch)
     model: object = field(default=None, compare=False, repr=False)  # the initial model (probing)
 
     @property
@@ -122,6 +129,18 @@ class Strategy:
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
         """Called after the optimiser step (path integrals over the parameter trajectory)."""
+
+    def maybe_grow(self, ctx: Context, exp: Experience, data: Batch, steps: int, optimizer):
+        """Called after every training step (``steps`` so far on ``exp``, whose training data is
+        ``data``): a strategy that grows the network does it here, in place, carries
+        ``optimizer``'s state through the growth, and returns what changed (a
+        :class:`models.net2net.Growth`); the learner then tells every strategy
+        (:meth:`after_growth`) and measures the model again. None: no growth."""
+        return None
+
+    def after_growth(self, ctx: Context, growth) -> None:
+        """The network grew mid-experience (:meth:`maybe_grow`): parameter-shaped state (an
+        importance, an anchor) follows it, e.g. by ``models.net2net.map_like``."""
 
     def after_experience(self, ctx: Context, exp: Experience, data: Batch) -> None:
         """Called when training on ``exp`` ends; ``data`` is what it trained on."""

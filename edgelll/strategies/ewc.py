@@ -137,6 +137,15 @@ class EWC(Strategy):
                                                                fisher, anchor)
         self.experiences += 1
 
+    # how the importance scales when a Net2Net growth ties copies of a unit together (see
+    # models/net2net.py): the empirical Fisher is a mean squared gradient
+    importance_kind = "grad2"
+
+    def after_growth(self, ctx, growth) -> None:
+        from ..models.net2net import map_like
+        self.omega = map_like(self.omega, growth, self.importance_kind)
+        self.anchor = map_like(self.anchor, growth, "value")
+
     def tensors(self) -> list[torch.Tensor]:
         return [*self.omega.values(), *self.anchor.values()]
 

@@ -77,6 +77,7 @@ class MAS(EWC):
 
     # The folded-quadratic state (omega, anchor, offset), after_experience, the byte plan and
     # checkpoints are EWC's; MAS differs only in its importance and the penalty's scale.
+    importance_kind = "grad"  # a mean absolute gradient, under a Net2Net growth
 
     def extra_loss(self, ctx, batch, logits):
         if not self.omega or self.params.lam == 0:

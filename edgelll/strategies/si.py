@@ -122,6 +122,23 @@ class SI(Strategy):
         self.omega, self.start, self.prev, self.grad = {}, {}, {}, {}
         self.experiences += 1
 
+    @torch.no_grad()
+    def after_growth(self, ctx, growth) -> None:
+        """Net2Net growth mid-experience (models/net2net.py): Omega is copied, the running path
+        integral sum g dtheta scales like a squared gradient, the anchors and theta(start) are
+        values; theta(t) and g(t) are scratch between backward and step, made again."""
+        from ..models.net2net import map_like
+        self.big_omega = map_like(self.big_omega, growth, "copy")
+        self.anchor = map_like(self.anchor, growth, "value")
+        self.omega = map_like(self.omega, growth, "grad2")
+        self.start = map_like(self.start, growth, "value")
+        params = dict(ctx.model.named_parameters())
+        for k, p in params.items():  # a layer the growth added trains from here on
+            if p.requires_grad and k not in self.omega and self.start:
+                self.start[k], self.omega[k] = p.detach().clone(), torch.zeros_like(p)
+        self.prev = {k: torch.empty_like(params[k]) for k in self.omega}
+        self.grad = {k: torch.empty_like(params[k]) for k in self.omega}
+
     def tensors(self) -> list[torch.Tensor]:
         return [*self.big_omega.values(), *self.anchor.values(), *self.omega.values(),
                 *self.start.values(), *self.prev.values(), *self.grad.values()]

@@ -1,0 +1,134 @@
+"""-s net2net (edgelll/strategies/net2net.py): a small network grows when an experience is not
+learned, within its caps; refused growths are logged and the run goes on; the grown network is
+checkpointed, resumes bit for bit and exports; the memory plan covers the largest network the cap
+allows; importances and optimizer state follow the growth; bad settings are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import edgelll
+from edgelll.data import load_dataset
+from edgelll.errors import ConfigError
+from edgelll.export import ExportOptions, export_run
+from edgelll.learner import Learner
+
+
+def _cfg(**kw):
+    n2n = {"target": 0.99, "check_every": 10, **kw.pop("net2net", {})}
+    base = {"strategies": ["net2net", "replay"], "epochs": 3, "tasks": 5,
+            "model_args": {"hidden": (16, 16)}, "device": "cpu", "net2net": n2n}
+    cfg = {**base, **kw}
+    if "replay" in cfg["strategies"]:
+        cfg["replay"] = {"size": 100}
+    return edgelll.resolve(cfg)
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = load_dataset("digits")
+    return d.x_train, d.y_train, d.x_test, d.y_test
+
+
+def _report(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def grown(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("n2n") / "run"
+    result = edgelll.learn(_cfg(), data=data, run_dir=root, plot="none")
+    return result, root
+
+
+def test_the_network_grows_when_an_experience_is_not_learned(grown):
+    result, root = grown
+    report = _report(root)["strategies"]["net2net"]
+    growths = [e for e in report["events"] if e["event"] == "growth"]
+    assert growths and report["growths"] == len(growths)
+    params = report["params_after_experience"]
+    assert len(params) == 5 and params == sorted(params) and params[-1] > params[0]
+    for e in growths:  # each growth says when, where, from what to what and why
+        assert e["train_acc"] < 0.99 and e["to"] > e["from"] and "below net2net.target" in e["why"]
+        assert e["params_after"] > e["params_before"] and e["step"] >= 10
+    # the model's spec records the grown shape, so a rebuild holds the trained weights
+    model = edgelll.load_model(root)
+    assert sum(p.numel() for p in model.parameters()) == params[-1]
+    assert model.args["hidden"] != [16, 16] and model.args["hidden"] != (16, 16)
+
+
+def test_caps_refuse_growth_and_the_run_goes_on(data, tmp_path):
+    n0 = sum(p.numel() for p in Learner(_cfg(), data).model.parameters())  # as it starts
+    result = edgelll.learn(_cfg(net2net={"max_params": n0 + 10}), data=data,
+                           run_dir=tmp_path / "run", plot="none")
+    report = _report(tmp_path / "run")["strategies"]["net2net"]
+    refused = [e for e in report["events"] if e["event"] == "refused"]
+    assert report["growths"] == 0 and refused
+    assert all("exceed net2net.max_params" in e["why"] for e in refused)
+    assert len(result.acc_matrix) == 5  # every experience still trained
+    capped = edgelll.learn(_cfg(net2net={"per_experience": 0}), data=data,
+                           run_dir=tmp_path / "b", plot="none")
+    report = _report(tmp_path / "b")["strategies"]["net2net"]
+    assert report["growths"] == 0 and len(capped.acc_matrix) == 5
+    assert all("per_experience" in e["why"] for e in report["events"])
+
+
+def test_a_grown_run_resumes_bit_identically_and_exports(grown, data, tmp_path):
+    result, root = grown
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy)
+    for name in ("exp003.pt", "exp004.pt"):
+        (copy / "checkpoints" / name).unlink()
+    (copy / "metrics.json").unlink()
+    again = edgelll.learn(_cfg(), data=data, run_dir=copy, resume=True, plot="none")
+    assert again.acc_matrix == result.acc_matrix
+    a, b = result.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _report(copy)["strategies"]["net2net"] == _report(root)["strategies"]["net2net"]
+    entry = export_run(copy, ExportOptions())
+    parity = entry["parity"]
+    assert parity["max_abs_diff"] <= parity["tolerance"] and parity["label_agreement"] == 1.0
+
+
+def test_the_memory_plan_covers_the_largest_network_the_cap_allows(data, tmp_path):
+    result = edgelll.learn(_cfg(memory="2MiB", net2net={"max_params": 20000}), data=data,
+                           run_dir=tmp_path / "run", plot="none")
+    memory = _report(tmp_path / "run")["memory_bytes"]
+    assert _report(tmp_path / "run")["strategies"]["net2net"]["growths"] > 0
+    assert memory["total"] <= memory["planned"]["total"] <= 2 * 1024 * 1024
+    assert memory["planned"]["strategy:net2net"] > 0 and result.acc_matrix
+    with pytest.raises(ConfigError, match="net2net.max_params"):  # a cap is needed there
+        edgelll.learn(_cfg(memory="2MiB"), data=data, plot="none")
+
+
+SMALL = {"ewc": {"fisher_samples": 20}, "online-ewc": {"fisher_samples": 20},
+         "mas": {"samples": 20}, "si": {}}
+
+
+@pytest.mark.parametrize("other", list(SMALL))
+def test_importances_follow_the_growth(other, data):
+    result = edgelll.learn(_cfg(strategies=["net2net", other], tasks=3, **{other: SMALL[other]}),
+                           data=data, plot="none")
+    strat = next(s for s in result.strategies if s.name == other)
+    params = dict(result.model.named_parameters())
+    held = strat.big_omega if other == "si" else strat.omega
+    assert held and all(held[k].shape == params[k].shape for k in held)  # the grown shapes
+    assert any(s.name == "net2net" and s.events for s in result.strategies)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"net2net": {"max_params": 10}}, "below the starting network"),
+    ({"strategies": ["net2net", "gem"]}, "drop one"),
+    ({"strategies": ["net2net", "ncm"]}, "drop one"),
+    ({"model": "mlp-small", "model_args": {}, "net2net": {"max_params": 10}}, "below"),
+    ({"net2net": {"target": 0}}, "target"),
+    ({"net2net": {"widen": 0}}, "widen"),
+])
+def test_bad_settings_are_refused(settings, match, data):
+    with pytest.raises(ConfigError, match=match) as err:
+        edgelll.learn(_cfg(**settings), data=data, plot="none")
+    assert "\n" not in str(err.value)
