@@ -25,7 +25,7 @@ def _discover() -> dict[str, type[Strategy]]:
             if cls.name in found and found[cls.name] is not cls:
                 raise RuntimeError(f"two strategies are named {cls.name!r}")
             found[cls.name] = cls
-    order = ["naive", "joint", "independent", "progressive", "replay", "ewc"]
+    order = ["naive", "joint", "independent", "progressive", "net2net", "replay", "ewc"]
     return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
                                                       else len(order), kv[0])))
 
