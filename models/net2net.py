@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from edgelll.errors import ConfigError
 
@@ -95,15 +96,18 @@ def _width(m: nn.Module) -> int:
 
 
 def _like(m: nn.Module, **kw) -> nn.Module:
-    """A new module of ``m``'s type, settings, device and dtype, with the sizes in ``kw``."""
+    """A new module of ``m``'s type, settings, device and dtype, with the sizes in ``kw``; Linear
+    and Conv2d weights are left uninitialised (the caller writes every entry: no wasted init)."""
     p = m.weight
     if isinstance(m, nn.Linear):
         args = {"in_features": m.in_features, "out_features": m.out_features, **kw}
-        new = nn.Linear(**args, bias=m.bias is not None, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Linear, **args, bias=m.bias is not None, device=p.device,
+                        dtype=p.dtype)
     elif isinstance(m, nn.Conv2d):
         args = {"in_channels": m.in_channels, "out_channels": m.out_channels, **kw}
-        new = nn.Conv2d(**args, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
-                        bias=m.bias is not None, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Conv2d, **args, kernel_size=m.kernel_size, stride=m.stride,
+                        padding=m.padding, bias=m.bias is not None, device=p.device,
+                        dtype=p.dtype)
     else:
         new = type(m)(kw["num_features"], eps=m.eps, momentum=m.momentum, device=p.device,
                       dtype=p.dtype)
@@ -221,10 +225,10 @@ def grow_deeper(model: EdgeModel, after_layer: int, data: Tensor | None = None) 
         at += 1
     p = mod.weight
     if isinstance(mod, nn.Linear):
-        new = nn.Linear(width, width, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Linear, width, width, device=p.device, dtype=p.dtype)
         new.weight.copy_(torch.eye(width))
     else:
-        new = nn.Conv2d(width, width, 3, padding=1, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Conv2d, width, width, 3, padding=1, device=p.device, dtype=p.dtype)
         new.weight.zero_()
         new.weight[:, :, 1, 1] = torch.eye(width)
     new.bias.zero_()
