@@ -25,7 +25,10 @@ divides rows by c and copies columns; ``"grad2"`` (Adam's second moment, the EWC
 grad^2) divides rows by c^2 and copies columns; ``"copy"`` copies both (SI's big omega: under SGD
 its path integral g * dtheta and its denominator dtheta^2 both scale by 1/c^2 on rows, by 1 on
 columns). Mapped this way, optimizer state and importances are what the grown network itself
-would have accumulated (tests/test_net2net.py checks the Fisher and the next Adam/SGD step).
+would have accumulated (tests/test_net2net.py checks the Fisher and the next Adam/SGD step). Note
+the columns: a divided weight's moments are not divided, since its gradient is not. One could
+instead keep the EWC penalty's value at the mapped weights (rows' Fisher / c, columns' * c); the
+Fisher the grown network has is kept instead, the one that recomputing it would give.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from edgelll.errors import ConfigError
 
 from .base import EdgeModel
-from .heads import BiasHead, IncrementalClassifier, MultiHeadClassifier
+from .heads import BiasHead, IncrementalClassifier, MultiHeadClassifier, NearestMeanHead
 
 GROWABLE = ("mlp", "mlp-small", "convnet")
 # Powers of the copy count c that divide rows (the layer's units) and columns (the next layer).
@@ -95,15 +99,18 @@ def _width(m: nn.Module) -> int:
 
 
 def _like(m: nn.Module, **kw) -> nn.Module:
-    """A new module of ``m``'s type, settings, device and dtype, with the sizes in ``kw``."""
+    """A new module of ``m``'s type, settings, device and dtype, with the sizes in ``kw``; Linear
+    and Conv2d weights are left uninitialised (the caller writes every entry: no wasted init)."""
     p = m.weight
     if isinstance(m, nn.Linear):
         args = {"in_features": m.in_features, "out_features": m.out_features, **kw}
-        new = nn.Linear(**args, bias=m.bias is not None, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Linear, **args, bias=m.bias is not None, device=p.device,
+                        dtype=p.dtype)
     elif isinstance(m, nn.Conv2d):
         args = {"in_channels": m.in_channels, "out_channels": m.out_channels, **kw}
-        new = nn.Conv2d(**args, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
-                        bias=m.bias is not None, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Conv2d, **args, kernel_size=m.kernel_size, stride=m.stride,
+                        padding=m.padding, bias=m.bias is not None, device=p.device,
+                        dtype=p.dtype)
     else:
         new = type(m)(kw["num_features"], eps=m.eps, momentum=m.momentum, device=p.device,
                       dtype=p.dtype)
@@ -118,6 +125,10 @@ def _head_linears(head) -> list[tuple[nn.Module, str, int | None]]:
         return [(head, "linear", None)]
     if isinstance(head, MultiHeadClassifier):
         return [(head.heads, "", i) for i in range(len(head.heads))]
+    if isinstance(head, NearestMeanHead):
+        raise ConfigError("cannot widen the last hidden layer under a 'nearest-mean' head: its "
+                          "feature distances count a copied unit once per copy, so no mapping "
+                          "keeps them (widen an earlier layer)")
     raise ConfigError(f"cannot widen the last hidden layer under a {head.kind!r} head: it does not "
                       f"read the features through linear weights (widen an earlier layer)")
 
@@ -221,10 +232,10 @@ def grow_deeper(model: EdgeModel, after_layer: int, data: Tensor | None = None) 
         at += 1
     p = mod.weight
     if isinstance(mod, nn.Linear):
-        new = nn.Linear(width, width, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Linear, width, width, device=p.device, dtype=p.dtype)
         new.weight.copy_(torch.eye(width))
     else:
-        new = nn.Conv2d(width, width, 3, padding=1, device=p.device, dtype=p.dtype)
+        new = skip_init(nn.Conv2d, width, width, 3, padding=1, device=p.device, dtype=p.dtype)
         new.weight.zero_()
         new.weight[:, :, 1, 1] = torch.eye(width)
     new.bias.zero_()
@@ -305,7 +316,8 @@ def _map(name: str, t: Tensor, growth: Growth, kind: str) -> Tensor:
     return t
 
 
-def grow_optimizer(optimizer, before: dict[str, Tensor], model: nn.Module, growth: Growth) -> None:
+def map_optimizer_state(optimizer, before: dict[str, Tensor], model: nn.Module,
+                        growth: Growth) -> None:
     """Point ``optimizer`` (edgelll.optim or torch.optim Adam/SGD) at ``model``'s parameters after
     ``growth``, in place, its state mapped like the parameters' gradients: Adam's first moment and
     SGD's momentum as ``"grad"``, Adam's second moment as ``"grad2"``, the step count copied. The

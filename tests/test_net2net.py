@@ -12,7 +12,7 @@ from torch import nn
 
 from edgelll.errors import ConfigError
 from edgelll.models import HebbianHead, NearestMeanHead, create_model, rebuild
-from edgelll.models.net2net import grow_deeper, grow_optimizer, grow_wider, map_like
+from edgelll.models.net2net import grow_deeper, grow_wider, map_like, map_optimizer_state
 from edgelll.optim import SGD, Adam
 from edgelll.strategies.ewc import empirical_fisher
 from edgelll.strategies.mas import mas_importance
@@ -205,7 +205,7 @@ def test_adam_step_on_the_grown_net_is_the_hand_computed_step(make, key, layer):
     gopt.load_state_dict(opt.state_dict())
     before = dict(grown.named_parameters())
     growth = grow_wider(grown, layer, 9, generator=_gen(7))
-    grow_optimizer(gopt, before, grown, growth)
+    map_optimizer_state(gopt, before, grown, growth)
     start = map_like(_params(small), growth, "value")
     _train(small, opt, 1, seed=50)  # the same batch on the small net ...
     _train(grown, gopt, 1, seed=50)  # ... and on the grown one
@@ -232,7 +232,7 @@ def test_sgd_momentum_step_on_the_grown_net_is_the_hand_computed_step():
     gopt.load_state_dict(opt.state_dict())
     before = dict(grown.named_parameters())
     growth = grow_wider(grown, 2, 10, generator=_gen(2))  # the hidden linear, into the head
-    grow_optimizer(gopt, before, grown, growth)
+    map_optimizer_state(gopt, before, grown, growth)
     start = map_like(_params(small), growth, "value")
     _train(small, opt, 1, seed=50)
     _train(grown, gopt, 1, seed=50)
@@ -249,7 +249,7 @@ def test_deeper_carries_optimizer_state_and_adds_the_new_layer_fresh():
     before = dict(model.named_parameters())
     held = {n: opt.state[p]["exp_avg"].clone() for n, p in before.items()}
     growth = grow_deeper(model, 0)
-    grow_optimizer(opt, before, model, growth)
+    map_optimizer_state(opt, before, model, growth)
     now = dict(model.named_parameters())
     assert growth.renamed["backbone.3.weight"] == "backbone.5.weight"
     for n, m in held.items():
@@ -304,7 +304,7 @@ def test_refusals():
     _refused("grows the mlp, mlp-small, convnet models, not 'Linear'", grow_wider, nn.Linear(2, 2),
              0, 4)
     model.head = NearestMeanHead(model.head, 5, 3)
-    _refused("'nearest-mean' head", grow_wider, model, 1, 8)
+    _refused("'nearest-mean' head: its feature distances", grow_wider, model, 1, 8)
     grow_wider(model, 0, 8)  # an earlier layer is fine
     model.head = HebbianHead(None, 5, 3)
     _refused("'hebbian' head", grow_wider, model, 1, 8)

@@ -9,7 +9,7 @@ narrowest hidden layer is widened by ``widen`` of its width (Net2WiderNet, with 
 new units' incoming weights to break the copies' symmetry); when the previous widening in the
 same experience raised the training accuracy by less than ``min_gain``, an identity layer is put
 after the last hidden layer instead (Net2DeeperNet). Training then goes on with the optimizer's
-state carried through the growth (``models.net2net.grow_optimizer``) and every strategy's
+state carried through the growth (``models.net2net.map_optimizer_state``) and every strategy's
 parameter-shaped state mapped alike (EWC, online EWC, MAS and SI follow it).
 
 Caps: ``max_params`` (parameters of the whole network) and ``per_experience`` growths. A growth
@@ -153,8 +153,8 @@ class Net2Net(Strategy):
         names = dict(model.named_parameters())
         growth = self._apply(model, op, layer, new_width, data, ctx.generator, self.params.noise)
         if optimizer is not None:
-            from ..models.net2net import grow_optimizer
-            grow_optimizer(optimizer, names, model, growth)
+            from ..models.net2net import map_optimizer_state
+            map_optimizer_state(optimizer, names, model, growth)
         self._grown += 1
         self._last = (op, acc)
         event = {**base, **what, "from": growth.old_width, "to": growth.new_width,
