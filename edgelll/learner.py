@@ -344,6 +344,7 @@ class Learner:
         """Let a strategy grow the network (:meth:`Strategy.maybe_grow`); the others follow the
         growth, the probe measures the new network (FLOPs, activations) and its memory counts."""
         for s in self.strategies:
+            start = time.perf_counter()
             growth = s.maybe_grow(self.ctx, exp, data, steps, self.optimizer)
             if growth is None:
                 continue
@@ -356,6 +357,9 @@ class Learner:
                                     self.probe.activation_bytes * self.rows)
             for k, v in memory.items():
                 self.peak_memory[k] = max(v, self.peak_memory.get(k, 0))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            s.growth_time(time.perf_counter() - start)
             return True
         return False
 

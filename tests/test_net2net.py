@@ -323,3 +323,15 @@ def test_refusal_leaves_the_model_untouched():
     kept = model.backbone.state_dict()
     assert all(torch.equal(before[f"backbone.{n}"], p) for n, p in kept.items())
     assert model.feat_dim == 5 and model.args == {"hidden": (6, 5), "pool": 1}
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet"])
+def test_a_growth_leaves_torchs_random_stream_where_it_was(name):
+    """A growth draws only from its own generator: the run's later samples and inits are those
+    it would have had (new layers are built without a random init)."""
+    model = create_model(name, (1, 8, 8), 4, hidden=(6, 6) if name == "mlp" else 6)
+    state = torch.random.get_rng_state()
+    width = model.backbone[0].weight.shape[0]
+    grow_wider(model, 0, width + 3, noise=0.1, generator=torch.Generator().manual_seed(0))
+    grow_deeper(model, 0)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -142,6 +142,10 @@ class Strategy:
         """The network grew mid-experience (:meth:`maybe_grow`): parameter-shaped state (an
         importance, an anchor) follows it, e.g. by ``models.net2net.map_like``."""
 
+    def growth_time(self, seconds: float) -> None:
+        """How long training paused for the growth this strategy just made (its decision, the
+        growth, every strategy's mapping and the learner's new measurements), for its log."""
+
     def after_experience(self, ctx: Context, exp: Experience, data: Batch) -> None:
         """Called when training on ``exp`` ends; ``data`` is what it trained on."""
 

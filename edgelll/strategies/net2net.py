@@ -15,7 +15,8 @@ parameter-shaped state mapped alike (EWC, online EWC, MAS and SI follow it).
 Caps: ``max_params`` (parameters of the whole network) and ``per_experience`` growths. A growth
 that would break one is refused, the run goes on at its size, and the reason is in the log and in
 ``metrics.json`` (``strategies.net2net``: every growth and refusal with its experience, step,
-layer and sizes, and the parameters after each experience). Under ``--memory`` the plan counts
+layer and sizes, the milliseconds training paused for each growth, and the parameters after each
+experience). Under ``--memory`` the plan counts
 the largest network ``max_params`` allows: the extra parameters, their gradients and optimizer
 state, and activations scaled by the same ratio (activations grow more slowly than parameters
 when a layer widens or a layer is added, so this is an upper bound); a ``max_params`` is then
@@ -164,6 +165,9 @@ class Net2Net(Strategy):
                    f"{growth.old_width} -> {growth.new_width} units ({before:,} -> {after:,} "
                    f"parameters), training accuracy {acc:.3f}")
         return growth
+
+    def growth_time(self, seconds: float) -> None:
+        self.events[-1]["ms"] = round(seconds * 1e3, 2)  # not compared on resume: a wall time
 
     def _choice(self, model, acc: float) -> tuple[str, int, int]:
         from ..models.net2net import _hidden, _width
