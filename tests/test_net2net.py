@@ -331,7 +331,7 @@ def test_a_growth_leaves_torchs_random_stream_where_it_was(name):
     it would have had (new layers are built without a random init)."""
     model = create_model(name, (1, 8, 8), 4, hidden=(6, 6) if name == "mlp" else 6)
     state = torch.random.get_rng_state()
-    width = model.backbone[0].weight.shape[0]
+    width = next(m for m in model.backbone if hasattr(m, "weight")).weight.shape[0]
     grow_wider(model, 0, width + 3, noise=0.1, generator=torch.Generator().manual_seed(0))
     grow_deeper(model, 0)
     assert torch.equal(torch.random.get_rng_state(), state)
