@@ -64,3 +64,23 @@ def test_growth_names_the_folder_or_the_missing_file(tmp_path):
     one_error_line(bench("growth.py"), "--data-dir", "EDGELLL_DATA")
     one_error_line(bench("growth.py", "--data-dir", str(tmp_path)), str(tmp_path / "mnist.npz"))
     one_error_line(bench("growth.py", "--data-dir", str(tmp_path), "--sets", "cifar"), "cifar")
+
+
+def test_fscil_names_the_folder_the_missing_file_or_the_bad_setting(tmp_path):
+    one_error_line(bench("fscil.py"), "--data-dir", "EDGELLL_DATA", "omniglot28.npz")
+    one_error_line(bench("fscil.py", "--data-dir", str(tmp_path)), str(tmp_path / "mnist.npz"))
+    one_error_line(bench("fscil.py", "--data-dir", str(tmp_path), "--sets", "cifar"), "cifar")
+    one_error_line(bench("fscil.py", "--data-dir", str(tmp_path), "--seeds", "0"), "--seeds")
+    (tmp_path / "mnist.npz").write_bytes(b"")  # present: only Omniglot is missing
+    proc = bench("fscil.py", "--sets", "mnist,omniglot-long", data_env=str(tmp_path))
+    one_error_line(proc, str(tmp_path / "omniglot28.npz"))
+    assert proc.stdout == ""  # refused before any set ran
+
+
+def test_fscil_refuses_an_unreadable_data_file_in_one_line(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"not an npz")
+    out = tmp_path / "out.json"
+    proc = bench("fscil.py", "--data-dir", str(tmp_path), "--sets", "mnist", "--json", str(out),
+                 "--md", str(tmp_path / "out.md"))
+    one_error_line(proc, "mnist.npz")
+    assert not out.exists()  # refused before anything was written
