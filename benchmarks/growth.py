@@ -34,6 +34,7 @@ at 95, 96 and 97%. The control: the teacher training on at its own size from the
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -116,17 +117,12 @@ def steps_to_accuracy(data, seed: int) -> dict:
     def net(hidden):
         return create_model("mlp", shape, 10, hidden=hidden).train()
 
-    def taught():  # the same teacher each call (seeded init and batches)
-        torch.manual_seed(seed)
-        teacher = net(TEACHER)
-        opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-        curve = _train(teacher, opt, x, y, TEACHER_STEPS, torch.Generator().manual_seed(seed),
-                       xt, yt)
-        return teacher, opt, curve
-
-    small, small_opt, _ = taught()  # the control: the teacher trains on at its own size
+    torch.manual_seed(seed)
+    teacher = net(TEACHER)
+    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    taught = _train(teacher, opt, x, y, TEACHER_STEPS, torch.Generator().manual_seed(seed), xt, yt)
+    small, small_opt = copy.deepcopy((teacher, opt))  # the control: it trains on at its size
     kept = _train(small, small_opt, x, y, STEPS, torch.Generator().manual_seed(seed + 100), xt, yt)
-    teacher, opt, taught = taught()
     start = time.perf_counter()
     grow = torch.Generator().manual_seed(seed)
     for layer, width in enumerate(STUDENT):

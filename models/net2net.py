@@ -103,34 +103,29 @@ def _like(m: nn.Module, **kw) -> nn.Module:
     p = m.weight
     if isinstance(m, nn.Linear):
         args = {"in_features": m.in_features, "out_features": m.out_features, **kw}
-        with _no_rng():
-            new = nn.Linear(1, 1, bias=m.bias is not None)
-        new = _uninitialised(new, args, (args["out_features"], args["in_features"]), p)
+        new = _uninitialised(lambda: nn.Linear(1, 1, bias=m.bias is not None), args,
+                             (args["out_features"], args["in_features"]), p)
     elif isinstance(m, nn.Conv2d):
         args = {"in_channels": m.in_channels, "out_channels": m.out_channels, **kw}
-        with _no_rng():
-            new = nn.Conv2d(m.groups, m.groups, kernel_size=m.kernel_size, stride=m.stride,
-                            padding=m.padding, dilation=m.dilation, groups=m.groups,
-                            bias=m.bias is not None, padding_mode=m.padding_mode)
-        new = _uninitialised(new, args, (args["out_channels"], args["in_channels"] // m.groups,
-                                         *m.kernel_size), p)
+        new = _uninitialised(
+            lambda: nn.Conv2d(m.groups, m.groups, kernel_size=m.kernel_size, stride=m.stride,
+                              padding=m.padding, dilation=m.dilation, groups=m.groups,
+                              bias=m.bias is not None, padding_mode=m.padding_mode),
+            args, (args["out_channels"], args["in_channels"] // m.groups, *m.kernel_size), p)
     else:
         new = type(m)(kw["num_features"], eps=m.eps, momentum=m.momentum, device=p.device,
                       dtype=p.dtype)
     return new.requires_grad_(p.requires_grad).train(m.training)
 
 
-def _no_rng():
-    """Building the small module draws its init from torch's CPU generator; put it back, so a
-    growth leaves the run's random stream where it was."""
-    return torch.random.fork_rng(devices=[])
-
-
-def _uninitialised(new: nn.Module, sizes: dict, shape: tuple[int, ...], like: Tensor) -> nn.Module:
-    """``new`` (built at the smallest size on the CPU, so its init costs nothing) resized to
-    ``sizes``, with uninitialised storage of ``like``'s device and dtype.
+def _uninitialised(small, sizes: dict, shape: tuple[int, ...], like: Tensor) -> nn.Module:
+    """``small()`` (a module at the smallest size, built on the CPU so its init costs nothing)
+    resized to ``sizes``, with uninitialised storage of ``like``'s device and dtype. Its init's
+    draws are put back, so a growth leaves torch's random stream where it was.
     ``torch.nn.utils.skip_init`` does the same through the meta device, whose first use imports
     torch's reference ops: half a second inside the first growth of a run."""
+    with torch.random.fork_rng(devices=[]):
+        new = small()
     for key, value in sizes.items():
         setattr(new, key, value)
     new.weight = nn.Parameter(torch.empty(shape, device=like.device, dtype=like.dtype))
@@ -254,15 +249,12 @@ def grow_deeper(model: EdgeModel, after_layer: int, data: Tensor | None = None) 
         at += 1
     p = mod.weight
     if isinstance(mod, nn.Linear):
-        with _no_rng():
-            new = nn.Linear(1, 1)
-        new = _uninitialised(new, {"in_features": width, "out_features": width}, (width, width), p)
+        new = _uninitialised(lambda: nn.Linear(1, 1), {"in_features": width, "out_features": width},
+                             (width, width), p)
         new.weight.copy_(torch.eye(width))
     else:
-        with _no_rng():
-            new = nn.Conv2d(1, 1, 3, padding=1)
-        new = _uninitialised(new, {"in_channels": width, "out_channels": width},
-                             (width, width, 3, 3), p)
+        new = _uninitialised(lambda: nn.Conv2d(1, 1, 3, padding=1),
+                             {"in_channels": width, "out_channels": width}, (width, width, 3, 3), p)
         new.weight.zero_()
         new.weight[:, :, 1, 1] = torch.eye(width)
     new.bias.zero_()
