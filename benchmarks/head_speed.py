@@ -3,7 +3,9 @@
 1. ``head.learn`` in microseconds per sample on 400-dimensional features, 10 classes, at batch 1
    and batch 256 (targets <= 20 and <= 2 us a sample);
 2. ``head.add_class`` from 5 shots (what ``Model.learn_class`` costs past the extractor's forward
-   pass, target < 1 ms), and ``head.scores`` at batch 1 for reference.
+   pass, target < 1 ms), and ``head.scores`` at batch 1 for reference;
+3. ``add_class`` on a long stream: the head taught ``--long`` classes one at a time from 5 shots
+   each; the median and the worst of the last 100 classes (a head's arrays grow with it).
 
 Each figure is the best of ``--rounds`` rounds of many calls (the least disturbed by a shared
 machine); numpy's BLAS gets one thread (``OPENBLAS_NUM_THREADS=1`` unless set), as on a device.
@@ -76,17 +78,44 @@ def costs(name: str, rounds: int) -> dict:
     return out
 
 
+def long_stream(name: str, classes: int) -> dict:
+    """``add_class`` from 5 shots for classes 1..``classes`` of one head: the last 100 timed."""
+    from edgelll.runtime.gradient_free import empty_head
+
+    kind, params = HEADS[name]
+    head, rng, times = empty_head(kind, D, **params), np.random.default_rng(2), []
+    for c in range(classes):
+        shots = rng.random((5, D), dtype=np.float32)
+        start = time.perf_counter_ns()
+        head.add_class(shots, c)
+        times.append((time.perf_counter_ns() - start) / 1e3)
+    last = times[-100:]
+    return {"classes": classes, "median_us": statistics.median(last), "max_us": max(last)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--long", type=int, default=600,
+                        help="classes of the long-stream add_class measurement (0: skip it)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.rounds < 1 or args.long < 0:
+        print("error: --rounds must be at least 1 and --long at least 0", file=sys.stderr)
+        sys.exit(2)
     results = {name: costs(name, args.rounds) for name in HEADS}
+    if args.long:
+        for name in HEADS:
+            results[name]["long_stream"] = long_stream(name, args.long)
     print(f"{'head':<16} {'b1 us/sample':>13} {'b256 us/sample':>15} {'scores b1 us':>13} "
           f"{'learn_class us':>15}")
     for name, r in results.items():
         print(f"{name:<16} {r['learn_us_per_sample_b1']:>13.1f} {r['learn_us_per_sample_b256']:>15.2f}"
               f" {r['scores_us_b1']:>13.1f} {r['learn_class_5_shots_us']:>15.1f}")
+    if args.long:
+        print(f"\nadd_class from 5 shots at {args.long} classes (the last 100: median, worst us)")
+        for name, r in results.items():
+            print(f"{name:<16} {r['long_stream']['median_us']:>8.0f} {r['long_stream']['max_us']:>9.0f}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
 

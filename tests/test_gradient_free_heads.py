@@ -138,7 +138,7 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
         np.testing.assert_array_equal(fast._sq, np.add.reduce(units * units, axis=1))
 
 
-@pytest.mark.parametrize("name", ["competitive", "neural-gas"])
+@pytest.mark.parametrize("name", ["hebbian", "competitive", "neural-gas"])
 def test_a_head_grown_class_by_class_equals_one_rebuilt_at_every_class(name, blobs):
     # add_class writes into spare capacity and keeps the units' norms; a head rebuilt from its
     # arrays before every class (no spare room, no kept norms) must end bit for bit the same
@@ -159,7 +159,33 @@ def test_a_head_grown_class_by_class_equals_one_rebuilt_at_every_class(name, blo
     for k, v in a.items():
         if isinstance(v, np.ndarray):
             np.testing.assert_array_equal(v, b[k], err_msg=k)
+    if name == "hebbian":
+        return  # no kept norms; its batch-1 learn leaves the buffer (checked below)
     units = grown.protos if name == "competitive" else grown.nodes
     assert units.base is not None  # it grew inside its buffer
     assert grown._sq_of is units  # and the norms kept through it are the units' own
     np.testing.assert_array_equal(grown._sq, np.add.reduce(units * units, axis=1))
+
+
+def test_hebbian_add_class_is_the_running_mean_rule_in_spare_room(blobs):
+    # add_class's in-place update is hebbian_update with the new row taking the shots, and a
+    # head taught class after class grows inside one buffer (no copy of W per class)
+    from edgelll.runtime.hebbian import hebbian_update
+
+    x, _ = blobs
+    rng = np.random.default_rng(4)
+    head = empty_head("hebbian", x.shape[1])
+    ref_w, ref_n = head.weight.copy(), head.counts.copy()
+    buffers = []
+    for label in range(200):
+        shots = x[rng.integers(0, len(x), 5)]
+        head.add_class(shots, label)
+        ref_w = np.concatenate([ref_w, np.zeros((1, x.shape[1]), np.float32)])
+        ref_n = np.append(ref_n, np.float32(0))
+        ref_w, ref_n = hebbian_update(ref_w, ref_n, shots, np.full(5, label))
+        if not buffers or head.weight.base is not buffers[-1]:
+            buffers.append(head.weight.base)
+    np.testing.assert_allclose(head.weight, ref_w, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(head.counts, ref_n)
+    assert all(b is not None for b in buffers)  # the rows live in a buffer with spare room
+    assert len(buffers) < 50  # made O(log) times (an eighth more room each), not once a class
