@@ -335,3 +335,33 @@ def test_a_growth_leaves_torchs_random_stream_where_it_was(name):
     grow_wider(model, 0, width + 3, noise=0.1, generator=torch.Generator().manual_seed(0))
     grow_deeper(model, 0)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_measure_trained_reads_the_last_batches_training_saw_not_the_experience():
+    # the class scenario with replay: the experience's own classes may be learned while the
+    # replayed old ones are not; measure="trained" reads the mixed batches (after_step's)
+    from edgelll.batch import Batch
+    from edgelll.strategies.net2net import Net2Net, Net2NetParams
+
+    class Zero(nn.Module):  # predicts class 0 for everything
+        def forward(self, x, t):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+    def batch(labels):
+        y = torch.tensor(labels)
+        return Batch(torch.zeros(len(y), 2), y, torch.zeros(len(y), dtype=torch.long))
+
+    experience = batch([0] * 6)  # all right on the experience alone
+    for measure, want in (("experience", 1.0), ("trained", 2 / 5)):
+        s = Net2Net(Net2NetParams(samples=5, measure=measure))
+        s.before_experience(None, None)
+        for labels in ([0, 0, 0], [1, 1, 0], [0, 2, 2]):  # the last 5 rows: 1, 0, 0, 2, 2
+            s.after_step(None, batch(labels))
+        assert len(s._recent) == (2 if measure == "trained" else 0)
+        got = s._train_acc(type("Ctx", (), {"generator": torch.Generator().manual_seed(0)})(),
+                           Zero(), experience)
+        assert got == pytest.approx(want)
+        s.before_experience(None, None)
+        assert s._recent == []  # a new experience starts its own window
+    with pytest.raises(ConfigError, match="measure"):
+        Net2NetParams(measure="loss")

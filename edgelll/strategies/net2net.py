@@ -3,7 +3,10 @@ start from a small network and grow it, function-preserving, only when an experi
 learned well enough, and only as much as the caps allow.
 
 The policy, checked every ``check_every`` training steps of an experience: the training accuracy
-is measured on ``samples`` of the experience's data (eval mode, no gradients); at or above
+is measured (eval mode, no gradients) on ``samples`` of the experience's data, or with ``measure``
+"trained" on the last ``samples`` rows training saw in this experience, which hold what other
+strategies mixed in (replayed samples of old classes, which in the class scenario are what a
+too-small network fails on while it learns the new classes easily); at or above
 ``target`` nothing happens. Below it the network grows by the smallest step that may help: the
 narrowest hidden layer is widened by ``widen`` of its width (Net2WiderNet, with ``noise`` on the
 new units' incoming weights to break the copies' symmetry); when the previous widening in the
@@ -63,6 +66,10 @@ class Net2NetParams:
     noise: float = field(default=0.01, metadata={
         "help": "symmetry-breaking noise on new units' weights, times the weights' std"})
     samples: int = field(default=512, metadata={"help": "samples the training accuracy is measured on"})
+    measure: str = field(default="experience", metadata={
+        "help": "what the training accuracy is measured on: 'experience' (a random sample of its "
+                "data) or 'trained' (the last batches training saw, with what other strategies "
+                "mixed in, such as replayed samples)"})
 
     def __post_init__(self) -> None:
         if self.max_params < 0 or self.per_experience < 0 or self.samples < 1:
@@ -72,6 +79,9 @@ class Net2NetParams:
                               f"got {self.target}, {self.check_every}, {self.widen}")
         if self.min_gain < 0 or self.noise < 0:
             raise ConfigError("net2net.min_gain and noise must be >= 0")
+        if self.measure not in ("experience", "trained"):
+            raise ConfigError(f"net2net.measure must be 'experience' or 'trained', got "
+                              f"{self.measure!r}")
 
 
 def n_params(model) -> int:
@@ -89,6 +99,7 @@ class Net2Net(Strategy):
         self.params_after: list[int] = []  # the network's parameters after each experience
         self._opt_factor = 2  # optimizer state per parameter (Adam: two moments)
         self._exp, self._next, self._grown, self._last = -1, 0, 0, None
+        self._recent: list = []  # measure "trained": this experience's last batches
 
     def setup(self, ctx) -> None:
         from ..models.net2net import GROWABLE
@@ -117,15 +128,32 @@ class Net2Net(Strategy):
         return (extra * (2 + self._opt_factor)
                 + int(plan.activation_bytes * (cap / plan.param_bytes - 1)))
 
+    def before_experience(self, ctx, exp) -> None:
+        self._recent = []
+
+    def after_step(self, ctx, batch) -> None:
+        if self.params.measure != "trained":
+            return
+        self._recent.append(batch)  # references: the batch's tensors exist anyway
+        while sum(len(b) for b in self._recent[1:]) >= self.params.samples:
+            self._recent.pop(0)  # keep the fewest latest batches with ``samples`` rows
+
     @torch.no_grad()
     def _train_acc(self, ctx, model, data) -> float:
-        n = len(data)
-        idx = torch.randperm(n, generator=ctx.generator)[:self.params.samples].to(data.x.device)
+        if self.params.measure == "trained" and self._recent:
+            x = torch.cat([b.x for b in self._recent])[-self.params.samples:]
+            t = torch.cat([b.t for b in self._recent])[-self.params.samples:]
+            y = torch.cat([b.y for b in self._recent])[-self.params.samples:]
+        else:
+            n = len(data)
+            idx = torch.randperm(n, generator=ctx.generator)[:self.params.samples]
+            idx = idx.to(data.x.device)
+            x, t, y = data.x[idx], data.t[idx], data.y[idx]
         was = model.training
         model.eval()
-        out = model(data.x[idx], data.t[idx])
+        out = model(x, t)
         model.train(was)
-        return float((out.argmax(1) == data.y[idx]).float().mean())
+        return float((out.argmax(1) == y).float().mean())
 
     def maybe_grow(self, ctx, exp, data, steps, optimizer):
         if exp.index != self._exp:  # a new experience: its own step budget and growth count
