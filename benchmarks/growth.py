@@ -12,8 +12,7 @@ task, seeds F..F+S-1 (``--first-seed``, ``--seeds``); replay keeps 2000 exemplar
   training saw, replayed ones included: ``net2net.measure=trained``), at most twice an
   experience;
 - ``progressive`` (task scenario; class-incremental is refused, it needs task ids): a column per
-  task with lateral adapters, at ``width_ratio`` 1 and 0.5 (later columns half as wide);
-- ``progressive + replay`` (task scenario): the retention method composed with the columns.
+  task with lateral adapters, at ``width_ratio`` 1 and 0.5 (later columns half as wide).
 
 Reported per row: ACC and forgetting (mean ± std over the seeds), parameters at the end (their
 range over the seeds where growth differs), parameters per point of ACC, wall time of the run

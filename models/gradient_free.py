@@ -189,10 +189,9 @@ class NeuralGasHead(GradientFreeHead):
     def learn(self, feats, y) -> None:
         k, p = self.per_class, self.params
         self.nodes, self.alive = fill_slots(self.nodes, self.alive, feats, y, k, p["max_nodes"])
-        owner = unit_owner(self.n_rows, k, y)
         self.nodes, self.ages, self.edge_age = ng_update(
-            self.nodes, self.ages, self.edge_age, feats, y, owner, self.alive, p["eps"],
-            p["lam"], p["tau"], p["max_age"])
+            self.nodes, self.ages, self.edge_age, feats, y, None, self.alive, p["eps"],
+            p["lam"], p["tau"], p["max_age"], per_class=k)
 
     def reset(self, classes) -> None:
         slots = (classes.view(-1, 1) * self.per_class

@@ -135,7 +135,7 @@ def test_the_batch_one_path_is_bitwise_the_rule(name, blobs):
     assert name != "competitive" or moved_two > 0  # LVQ's push was exercised
     if getattr(fast, "_sq", None) is not None:  # the kept squared norms are the units' own
         units = fast.protos if name == "competitive" else fast.nodes
-        np.testing.assert_array_equal(fast._sq, np.add.reduce(units * units, axis=1))
+        np.testing.assert_array_equal(fast._sq, np.vecdot(units, units))
 
 
 @pytest.mark.parametrize("name", ["hebbian", "competitive", "neural-gas"])
@@ -164,7 +164,7 @@ def test_a_head_grown_class_by_class_equals_one_rebuilt_at_every_class(name, blo
     units = grown.protos if name == "competitive" else grown.nodes
     assert units.base is not None  # it grew inside its buffer
     assert grown._sq_of is units  # and the norms kept through it are the units' own
-    np.testing.assert_array_equal(grown._sq, np.add.reduce(units * units, axis=1))
+    np.testing.assert_array_equal(grown._sq, np.vecdot(units, units))
 
 
 def test_hebbian_add_class_is_the_running_mean_rule_in_spare_room(blobs):

@@ -110,3 +110,35 @@ def test_batched_edges_equal_the_pair_by_pair_rule():
     inplace = start.copy()
     assert update_edges(inplace, first, second, max_age, inplace=True) is inplace
     np.testing.assert_array_equal(inplace, want)
+
+
+def test_class_major_slots_give_the_masked_rule():
+    """``per_class`` (ranks and moves on each input's own k slots, inputs grouped by class) is
+    the masked rule over all M nodes: ages and edges bit for bit, nodes to rounding; on
+    balanced batches (the grouped product), skewed ones (the dense fallback), dead slots and a
+    class with no living node, in numpy and torch."""
+    from edgelll.runtime.competitive import unit_owner
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        classes, k, d = int(rng.integers(1, 12)), int(rng.integers(1, 5)), 6
+        m = classes * k
+        nodes = rng.normal(size=(m, d)).astype(np.float32)
+        alive = np.ones(m, bool) if trial % 3 == 0 else rng.random(m) < 0.7
+        ages = rng.integers(0, 40, m).astype(np.float32)
+        edges = _sequential_edges(_none(m), rng.integers(0, m, 20), rng.integers(0, m, 20), 6)
+        n = int(rng.integers(1, 50))
+        y = (rng.integers(0, classes, n) if trial % 2 else
+             np.where(rng.random(n) < 0.8, 0, rng.integers(0, classes, n)))  # skewed
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        args = dict(eps=0.3, lam=1.5, tau=5.0, max_age=4)
+        want = ng_update(nodes, ages, edges, x, y, unit_owner(classes, k, y), alive, **args)
+        got = ng_update(nodes, ages, edges, x, y, None, alive, per_class=k, **args)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6, err_msg=str(trial))
+        np.testing.assert_array_equal(got[1], want[1], err_msg=str(trial))
+        np.testing.assert_array_equal(got[2], want[2], err_msg=str(trial))
+        assert (got[0][~alive] == nodes[~alive]).all()  # a dead slot keeps its bits
+        tgot = ng_update(*(torch.from_numpy(a) for a in (nodes, ages, edges, x, y)), None,
+                         torch.from_numpy(alive), per_class=k, **args)
+        for a, b in zip(want, tgot):
+            np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-5, err_msg=str(trial))

@@ -37,8 +37,12 @@ _TINY = 1e-30  # log(1 - 1) would be -inf; exp(log(1e-30)) is 0 in float32 arith
 def sq_distances(feats, protos):
     """``|| x_n - p_m ||^2`` ``(N, M)``, clipped at 0."""
     xp = array_namespace(feats, protos)
-    sq = (xp.sum(feats * feats, axis=1, keepdims=True) - 2 * xp.matmul(feats, xp.matrix_transpose(protos))
-          + xp.reshape(xp.sum(protos * protos, axis=1), (1, -1)))
+    # (||x||^2 - 2 x.p) + ||p||^2, summed in place on the product (the norms by vecdot: no
+    # (N, D) temporary); the batch-1 paths of the numpy heads add in the same order, bit for bit
+    sq = xp.matmul(feats, xp.matrix_transpose(protos))
+    sq *= -2
+    sq += xp.reshape(xp.vecdot(feats, feats), (-1, 1))
+    sq += xp.reshape(xp.vecdot(protos, protos), (1, -1))
     return xp.maximum(sq, xp.zeros_like(sq))
 
 
@@ -51,12 +55,13 @@ def apply_moves(protos, steps, feats):
     dt = protos.dtype
     tiny = xp.asarray(_TINY, dtype=dt, device=device(protos))
     log_a = xp.log(xp.maximum(1 - steps, tiny))
-    # sum over later samples j > k: a reverse cumulative sum shifted by one row (no subtraction,
-    # so a factor of exactly 0 does not cancel against itself)
-    rev = xp.flip(xp.cumulative_sum(xp.flip(log_a, axis=0), axis=0), axis=0)
-    later = xp.concat([rev[1:, ...], xp.zeros_like(rev[:1, ...])], axis=0)
-    coef = steps * xp.exp(later)
-    keep = xp.exp(xp.sum(log_a, axis=0))
+    # sums over the later samples j > k: a cumulative sum from the last sample up, with the
+    # empty sum first (no subtraction, so a factor of exactly 0 does not cancel against itself);
+    # row N of it is the sum over every sample
+    rev = xp.cumulative_sum(xp.flip(log_a, axis=0), axis=0, include_initial=True)
+    n = steps.shape[0]
+    coef = steps * xp.exp(xp.flip(rev[:n, ...], axis=0))
+    keep = xp.exp(rev[n, ...])
     moved = xp.reshape(keep, (-1, 1)) * protos + xp.matmul(xp.matrix_transpose(coef), feats)
     still = xp.reshape(xp.all(steps == 0, axis=0), (-1, 1))
     return xp.where(still, protos, moved)

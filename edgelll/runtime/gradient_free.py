@@ -34,7 +34,7 @@ def _sq_dist(x: np.ndarray, units: np.ndarray, sq: np.ndarray) -> np.ndarray:
     unit, given the units' squared norms ``sq``: bitwise sq_distances' row, in place."""
     d = units.dot(x)
     d *= -2.0
-    d += np.add.reduce(x * x)
+    d += np.vecdot(x, x)
     d += sq
     return np.maximum(d, 0.0, out=d)
 
@@ -69,7 +69,7 @@ class _UnitNorms:
 
     def _norms(self, units: np.ndarray) -> np.ndarray:
         if self._sq_of is not units:
-            self._sq, self._sq_of = np.add.reduce(units * units, axis=1), units
+            self._sq, self._sq_of = np.vecdot(units, units), units
         return self._sq
 
 
@@ -210,7 +210,7 @@ class CompetitiveHead(_UnitNorms, Head):
         moved *= eta if sign > 0 else -eta
         moved += cur
         self.protos[i] = moved
-        self._sq[i] = np.add.reduce(moved * moved)
+        self._sq[i] = np.vecdot(moved, moved)
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
@@ -219,7 +219,7 @@ class CompetitiveHead(_UnitNorms, Head):
         self._protos_buf, protos = _grown(self._protos_buf, self.protos, m + k, 0.0)
         protos[m:] = new = shot_prototypes(feats, k)
         if valid:  # the kept norms grow by the new rows
-            self._sq = np.concatenate([self._sq, np.add.reduce(new * new, axis=1)])
+            self._sq = np.concatenate([self._sq, np.vecdot(new, new)])
             self._sq_of = protos
         self.protos = protos
         self.wins = np.concatenate([self.wins, np.zeros(k, np.float32)])
@@ -266,12 +266,11 @@ class NeuralGasHead(_UnitNorms, Head):
             if self._all_alive or self.alive[r * k:(r + 1) * k].all():
                 self._learn_one(feats[0], r)
                 return
-        owner = unit_owner(len(self.labels), p["per_class"], rows)
         self.nodes, self.alive = fill_slots(self.nodes, self.alive, feats, rows, p["per_class"],
                                             p["max_nodes"])
         self.nodes, self.ages, self.edge_age = ng_update(
-            self.nodes, self.ages, self.edge_age, feats, rows, owner, self.alive, p["eps"],
-            p["lam"], p["tau"], p["max_age"], inplace_edges=True)
+            self.nodes, self.ages, self.edge_age, feats, rows, None, self.alive, p["eps"],
+            p["lam"], p["tau"], p["max_age"], inplace_edges=True, per_class=k)
 
     def _learn_one(self, x: np.ndarray, row: int) -> None:
         """One sample of a class whose slots are all alive: its k nodes rank and move, the two
@@ -282,11 +281,9 @@ class NeuralGasHead(_UnitNorms, Head):
         a table, since the own class's k ranks are a permutation of them."""
         p, k = self.params, self.params["per_class"]
         sq = self._node_sq()
-        d = self.nodes.dot(x)  # ||x||^2 - 2 n.x + ||n||^2, the sums in sq_distances' order
+        d = self.nodes.dot(x)  # ||n||^2 - 2 n.x, as order_scores sums it
         d *= -2.0
-        d += np.add.reduce(x * x)
         d += sq
-        np.maximum(d, 0.0, out=d)
         if not self._all_alive:
             d = np.where(self.alive, d, np.float32(np.inf))
         own = slice(row * k, (row + 1) * k)
@@ -298,7 +295,7 @@ class NeuralGasHead(_UnitNorms, Head):
         moved *= steps[:, None]
         moved += cur
         self.nodes[own] = moved
-        sq[own] = np.add.reduce(moved * moved, axis=1)
+        sq[own] = np.vecdot(moved, moved)
         self.ages[row * k + int(mine.argmin())] += 1.0
         if len(d) >= 2 and (self._all_alive or int(self.alive.sum()) >= 2):
             i = int(d.argmin())  # the first minimum: what a stable sort puts first
@@ -346,8 +343,8 @@ class NeuralGasHead(_UnitNorms, Head):
         alive[m:m + n] = True
         self.nodes, self.alive = nodes, alive
         if valid:  # the kept norms grow by the new rows (0 for the dead slots)
-            self._sq, self._sq_of = np.concatenate([self._sq, np.add.reduce(
-                nodes[m:] * nodes[m:], axis=1)]), nodes
+            self._sq, self._sq_of = np.concatenate([self._sq, np.vecdot(
+                nodes[m:], nodes[m:])]), nodes
         self._add_row(label, task, name)
 
     def to_arrays(self) -> dict:

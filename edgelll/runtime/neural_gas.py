@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from array_api_compat import device
 
-from .competitive import apply_moves, farthest_points, sq_distances
+from .competitive import _TINY, apply_moves, farthest_points
 from .rules import array_namespace, one_hot
 
 
@@ -45,14 +45,25 @@ def rank_steps(dist, ages, eps: float, lam: float, tau: float, allowed=None):
     return steps if allowed is None else xp.where(allowed, steps, xp.zeros_like(steps))
 
 
-def two_closest(dist):
-    """The closest and second-closest node of every row, ``(N,)`` each."""
+def order_scores(feats, nodes):
+    """``||n||^2 - 2 x.n`` ``(N, M)``: the squared distances less ``||x||^2``, a constant of each
+    row, so they order every row's nodes as the distances do; ranks and winners need nothing
+    else (one product, no ``(N, D)`` pass)."""
+    xp = array_namespace(feats, nodes)
+    s = xp.matmul(feats, xp.matrix_transpose(nodes))
+    s *= -2
+    s += xp.reshape(xp.vecdot(nodes, nodes), (1, -1))
+    return s
+
+
+def two_closest(dist, inplace: bool = False):
+    """The closest and second-closest node of every row, ``(N,)`` each (``inplace``: ``dist``
+    is overwritten, inf at the closest)."""
     xp = array_namespace(dist)
     first = xp.argmin(dist, axis=1)  # the first minimum of each row, as a stable sort has it
-    cols = xp.reshape(xp.arange(dist.shape[1], device=device(dist)), (1, -1))
-    inf = xp.asarray(xp.inf, dtype=dist.dtype, device=device(dist))
-    second = xp.argmin(xp.where(cols == xp.reshape(first, (-1, 1)), inf, dist), axis=1)
-    return first, second
+    rest = dist if inplace else xp.asarray(dist, copy=True)
+    rest[xp.arange(dist.shape[0], device=device(dist)), first] = xp.inf
+    return first, xp.argmin(rest, axis=1)
 
 
 def update_edges(edge_age, first, second, max_age: float, inplace: bool = False):
@@ -85,7 +96,10 @@ def update_edges(edge_age, first, second, max_age: float, inplace: bool = False)
         out[:, i] = row
         return out
     f, s = xp.astype(f, xp.int64), xp.astype(s, xp.int64)
-    winners, counts = xp.unique_counts(f)
+    t = xp.arange(n, dtype=xp.int64, device=dev)
+    won = xp.sort(f * n + t)  # (winner, step) keys, sorted
+    starts, counts = _runs(xp, won // n)
+    winners = xp.take(won, starts) // n
     wins = xp.zeros((m,), dtype=dt, device=dev)
     wins[winners] = xp.astype(counts, dt)
     rows = xp.take(out, winners, axis=0)  # (U, M): every changed edge has an end among them
@@ -101,8 +115,6 @@ def update_edges(edge_age, first, second, max_age: float, inplace: bool = False)
     a, b = xp.take(a, step), xp.take(b, step)
     # wins of node i after step t: its wins minus those at steps <= t, counted by searching the
     # sorted (winner, step) keys
-    t = xp.arange(n, dtype=xp.int64, device=dev)
-    won = xp.sort(f * n + t)
 
     def after(i):
         upto = (xp.searchsorted(won, i * n + step, side="right")
@@ -125,6 +137,8 @@ def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
     (TOPIC), and how a base session's nodes appear. A Python step per class that still has free
     slots; none once every class is full."""
     xp = array_namespace(nodes, feats)
+    if bool(xp.all(alive)):
+        return nodes, alive
     feats = xp.astype(feats, nodes.dtype, copy=False)
     free = xp.reshape(~alive, (-1, per_class))
     need = xp.any(xp.take(free, y, axis=0), axis=1)  # inputs whose class has a free slot
@@ -146,15 +160,21 @@ def fill_slots(nodes, alive, feats, y, per_class: int, max_nodes: int = 0):
 
 def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps: float = 0.1,
               lam: float = 1.0, tau: float = 100.0, max_age: float = 50.0,
-              inplace_edges: bool = False):
+              inplace_edges: bool = False, per_class: int = 0):
     """New ``(nodes, ages, edge_age)`` after a batch. ``nodes`` ``(M, D)``, ``ages`` ``(M,)``
     the inputs each node has won, ``edge_age`` ``(M, M)`` (changed in place with
     ``inplace_edges``: no copy of M^2 ages a batch); supervised with ``y`` (class rows) and
-    ``owner`` (each node's class row); ``alive`` ``(M,)`` marks used slots."""
+    ``owner`` (each node's class row), or with ``per_class`` instead of ``owner`` for the
+    class-major slots of the heads (class r owns slots r k .. r k + k - 1: ranks and moves are
+    then taken on each input's k slots alone, bitwise the same result); ``alive`` ``(M,)``
+    marks used slots."""
     xp = array_namespace(nodes, feats)
     feats = xp.astype(feats, nodes.dtype, copy=False)
-    dist = sq_distances(feats, nodes)
+    dist = order_scores(feats, nodes)
     n, m = dist.shape
+    if per_class and y is not None and owner is None:
+        return _block_update(xp, nodes, ages, edge_age, feats, dist, y, alive, per_class, eps,
+                             lam, tau, max_age, inplace_edges)
     allowed = None
     if alive is not None:
         allowed = xp.broadcast_to(xp.reshape(alive, (1, -1)), (n, m))
@@ -169,6 +189,126 @@ def ng_update(nodes, ages, edge_age, feats, y=None, owner=None, alive=None, eps:
     if alive is not None and int(xp.sum(xp.astype(alive, xp.int64))) < 2:
         second = first  # a single living node has no edge to make
     mover = xp.argmin(dist if allowed is None else xp.where(allowed, dist, inf), axis=1)
-    won = xp.sum(one_hot(mover, m, nodes.dtype), axis=0)
+    hits = one_hot(mover, m, nodes.dtype)
+    if allowed is not None:  # an input with no node it may move wins none (not node 0)
+        hits = hits * xp.astype(xp.any(allowed, axis=1, keepdims=True), nodes.dtype)
+    won = xp.sum(hits, axis=0)
     edge_age = update_edges(edge_age, first, second, max_age, inplace_edges)
     return apply_moves(nodes, steps, feats), ages + won, edge_age
+
+
+def _linked(xp, dist, alive, all_alive: bool):
+    """The winner pairs of the edges: the two closest living nodes of the whole gas (``dist``
+    is overwritten)."""
+    live = dist if all_alive else xp.where(xp.reshape(alive, (1, -1)), dist, xp.asarray(
+        xp.inf, dtype=dist.dtype, device=device(dist)))
+    first, second = two_closest(live, inplace=True)
+    if not all_alive and int(xp.sum(xp.astype(alive, xp.int64))) < 2:
+        second = first  # a single living node has no edge to make
+    return first, second
+
+
+def _runs(xp, values):
+    """``(starts, counts)`` of the runs of equal values in the sorted 1-D ``values`` (a
+    sort-based unique_counts, without its overhead: a fifth of a batch's update otherwise)."""
+    n, dev = int(values.shape[0]), device(values)
+    new = xp.concat([xp.ones((1,), dtype=xp.bool, device=dev), values[1:] != values[:-1]])
+    starts = xp.nonzero(new)[0]
+    ends = xp.concat([starts[1:], xp.asarray([n], dtype=starts.dtype, device=dev)])
+    return starts, ends - starts
+
+
+def _block_update(xp, nodes, ages, edge_age, feats, dist, y, alive, k: int, eps, lam, tau,
+                  max_age, inplace_edges):
+    """:func:`ng_update` on class-major slots: every input ranks and moves its own class's k
+    slots, gathered ``(N, k)``, instead of masking all M nodes. The ranks among the allowed
+    nodes of a row are the ranks inside its block (the others are inf in both and sort last,
+    ties by index in both), so the steps are bitwise the masked rule's; the moves are summed by
+    class (:func:`_block_moves`), the same sums up to rounding."""
+    n, m = dist.shape
+    dev = device(dist)
+    all_alive = alive is None or bool(xp.all(alive))
+    slots = (xp.reshape(xp.astype(y, xp.int64) * k, (-1, 1))
+             + xp.reshape(xp.arange(k, dtype=xp.int64, device=dev), (1, -1)))  # (N, k)
+    rows = xp.reshape(xp.arange(n, dtype=xp.int64, device=dev) * m, (-1, 1))
+    d = xp.reshape(xp.take(xp.reshape(dist, (-1,)), xp.reshape(rows + slots, (-1,))), (n, k))
+    live = None
+    if not all_alive:
+        live = xp.reshape(xp.take(alive, xp.reshape(slots, (-1,))), (n, k))
+        d = xp.where(live, d, xp.asarray(xp.inf, dtype=d.dtype, device=dev))
+    ranks = xp.argsort(xp.argsort(d, axis=1, stable=True), axis=1, stable=True)
+    # eps exp(-r / lam) for r = 0..k-1, as rank_steps computes it elementwise
+    h = eps * xp.exp(-xp.arange(k, dtype=dist.dtype, device=dev) / lam)
+    age = xp.reshape(xp.take(ages, xp.reshape(slots, (-1,))), (n, k))
+    steps = xp.reshape(xp.take(h, xp.reshape(ranks, (-1,))), (n, k)) / (1 + age / tau)
+    hits = xp.astype(ranks == 0, nodes.dtype)  # the closest own node wins (rank 0: the first)
+    if live is not None:
+        steps = xp.where(live, steps, xp.zeros_like(steps))
+        hits = hits * xp.astype(live, nodes.dtype)  # no living node of its class: no win
+    first, second = _linked(xp, dist, alive, all_alive)
+    edge_age = update_edges(edge_age, first, second, max_age, inplace_edges)
+    # every own node of an input moves unless a slot is dead or eps is 0 (steps underflow to 0
+    # only past ages of 1e38 tau)
+    new_nodes, won = _block_moves(xp, nodes, steps, hits, y, feats, live is None and eps > 0)
+    return new_nodes, ages + won, edge_age
+
+
+def _block_moves(xp, nodes, steps, hits, y, feats, all_move: bool = False):
+    """New nodes and the wins ``(M,)`` of a batch whose steps touch only each input's own
+    class's k slots (``steps``, ``hits`` ``(N, k)``, slot ``y k + j``), by
+    :func:`edgelll.runtime.competitive.apply_moves`' closed form: the inputs are grouped by
+    class and padded to the largest group (G classes, L inputs), so the reverse sums run over
+    (G, L, k) and the moves are G products (k, L) x (L, D), instead of one (M, N) x (N, D) with
+    nine tenths zeros. Padding steps are 0, factors 1: the same sums as the dense rule's. While
+    skewed groups would make the padding larger than the dense steps, the dense rule.
+    ``all_move``: every step is nonzero (no node of a class in the batch keeps its bits)."""
+    n, k = steps.shape
+    m, dev, dt = nodes.shape[0], device(nodes), nodes.dtype
+    y = xp.astype(y, xp.int64)
+    order = xp.argsort(y, stable=True)  # inputs by class, in batch order inside each
+    ys = xp.take(y, order)
+    starts, counts = _runs(xp, ys)
+    g, size = int(starts.shape[0]), int(xp.max(counts))
+    if n == 1 or 2 * g * size * k > n * m:  # one input (the online rule as written), or
+        # skewed groups: the dense rule is as cheap
+        slots = xp.reshape(y * k, (-1, 1)) + xp.reshape(xp.arange(k, dtype=xp.int64, device=dev),
+                                                        (1, -1))
+        flat = xp.reshape(xp.reshape(xp.arange(n, dtype=xp.int64, device=dev) * m, (-1, 1))
+                          + slots, (-1,))
+        dense = xp.zeros((n * m,), dtype=dt, device=dev)
+        dense[flat] = xp.reshape(steps, (-1,))
+        won = xp.zeros((n * m,), dtype=dt, device=dev)
+        won[flat] = xp.reshape(hits, (-1,))
+        won = xp.sum(xp.reshape(won, (n, m)), axis=0)
+        return apply_moves(nodes, xp.reshape(dense, (n, m)), feats), won
+    group = xp.cumulative_sum(xp.astype(
+        xp.concat([xp.zeros((1,), dtype=xp.bool, device=dev), ys[1:] != ys[:-1]]), xp.int64))
+    cell = group * size + (xp.arange(n, dtype=xp.int64, device=dev) - xp.take(starts, group))
+    padded = xp.zeros((g * size, 2 * k), dtype=dt, device=dev)
+    padded[cell, ...] = xp.take(xp.concat([steps, hits], axis=1), order, axis=0)
+    padded = xp.reshape(padded, (g, size, 2 * k))
+    src = xp.zeros((g * size,), dtype=xp.int64, device=dev)  # padding: any input, step 0
+    src[cell] = order
+    x = xp.reshape(xp.take(feats, src, axis=0), (g, size, feats.shape[1]))
+    step = padded[..., :k]
+    tiny = xp.asarray(_TINY, dtype=dt, device=dev)
+    log_a = xp.log(xp.maximum(1 - step, tiny))
+    # sums over each group's later inputs, and over all of them: a product with a (L+1, L)
+    # 0/1 matrix ([t, j] = 1 where j > t; row L all ones), exact zeros for the others
+    cols = xp.reshape(xp.arange(size, device=dev), (1, -1))
+    later = xp.astype(cols > xp.reshape(xp.arange(-1, size, device=dev), (-1, 1)), dt)
+    later = xp.concat([later[1:, ...], later[:1, ...]], axis=0)
+    rev = xp.matmul(later, log_a)  # (G, L + 1, k)
+    coef = step * xp.exp(rev[:, :size, ...])
+    keep = xp.exp(rev[:, size, ...])  # (G, k)
+    own = xp.reshape(xp.reshape(xp.take(ys, starts) * k, (-1, 1)) + xp.reshape(
+        xp.arange(k, dtype=xp.int64, device=dev), (1, -1)), (-1,))  # the G classes' slots
+    old = xp.reshape(xp.take(nodes, own, axis=0), (g, k, -1))
+    moved = xp.reshape(keep, (g, k, 1)) * old + xp.matmul(xp.matrix_transpose(coef), x)
+    if not all_move:
+        moved = xp.where(xp.reshape(xp.all(step == 0, axis=1), (g, k, 1)), old, moved)
+    out = xp.asarray(nodes, copy=True)
+    out[own, ...] = xp.reshape(moved, (g * k, -1))
+    won = xp.zeros((m,), dtype=dt, device=dev)
+    won[own] = xp.reshape(xp.sum(padded[..., k:], axis=1), (-1,))
+    return out, won
