@@ -290,12 +290,11 @@ class NeuralGasHead(_UnitNorms, Head):
         mine = d[own]
         steps = self._rank_weights()[mine.argsort(stable=True).argsort(stable=True)]
         steps /= 1 + self.ages[own] / p["tau"]
-        cur = self.nodes[own]
+        cur = self.nodes[own]  # a view: the class's nodes move in place
         moved = x - cur
         moved *= steps[:, None]
-        moved += cur
-        self.nodes[own] = moved
-        sq[own] = np.vecdot(moved, moved)
+        cur += moved
+        sq[own] = np.vecdot(cur, cur)
         self.ages[row * k + int(mine.argmin())] += 1.0
         if len(d) >= 2 and (self._all_alive or int(self.alive.sum()) >= 2):
             i = int(d.argmin())  # the first minimum: what a stable sort puts first
