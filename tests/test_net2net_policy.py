@@ -62,8 +62,16 @@ def test_the_network_grows_when_an_experience_is_not_learned(grown):
     assert model.args["hidden"] != [16, 16] and model.args["hidden"] != (16, 16)
 
 
+def _at_end(cfg, data) -> int:
+    """The starting network's parameters with its head grown for the whole stream."""
+    learner = Learner(cfg, data)
+    for exp in learner.stream.experiences:
+        learner.model.adapt(exp)
+    return sum(p.numel() for p in learner.model.parameters())
+
+
 def test_caps_refuse_growth_and_the_run_goes_on(data, tmp_path):
-    n0 = sum(p.numel() for p in Learner(_cfg(), data).model.parameters())  # as it starts
+    n0 = _at_end(_cfg(), data)  # as it starts, with the head it will need
     result = edgelll.learn(_cfg(net2net={"max_params": n0 + 10}), data=data,
                            run_dir=tmp_path / "run", plot="none")
     report = _report(tmp_path / "run")["strategies"]["net2net"]
@@ -76,6 +84,24 @@ def test_caps_refuse_growth_and_the_run_goes_on(data, tmp_path):
     report = _report(tmp_path / "b")["strategies"]["net2net"]
     assert report["growths"] == 0 and len(capped.acc_matrix) == 5
     assert all("per_experience" in e["why"] for e in report["events"])
+
+
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_the_cap_holds_at_the_end_and_a_widening_stops_at_it(scenario, data, tmp_path):
+    """The head grows with the stream's classes (class scenario) or task heads (task scenario)
+    after a growth: the cap counts those rows in advance, and a widening that would pass it adds
+    the units that still fit."""
+    n0 = _at_end(_cfg(scenario=scenario), data)
+    cap = n0 + 1500  # room for a few units, not for a whole widening by half
+    edgelll.learn(_cfg(scenario=scenario, net2net={"max_params": cap}), data=data,
+                  run_dir=tmp_path / "run", plot="none")
+    report = _report(tmp_path / "run")["strategies"]["net2net"]
+    growths = [e for e in report["events"] if e["event"] == "growth"]
+    assert report["params_after_experience"][-1] <= cap
+    assert all(e["params_at_end"] <= cap for e in growths)
+    clipped = [e for e in growths if "as many as net2net.max_params" in e["why"]]
+    assert clipped and all(e["to"] - e["from"] < max(1, round(e["from"] * 0.5)) for e in clipped)
+    assert report["params_after_experience"][-1] > cap - 100  # the cap used, within a unit
 
 
 def test_a_grown_run_resumes_bit_identically_and_exports(grown, data, tmp_path):

@@ -15,8 +15,10 @@ after the last hidden layer instead (Net2DeeperNet). Training then goes on with 
 state carried through the growth (``models.net2net.map_optimizer_state``) and every strategy's
 parameter-shaped state mapped alike (EWC, online EWC, MAS and SI follow it).
 
-Caps: ``max_params`` (parameters of the whole network) and ``per_experience`` growths. A growth
-that would break one is refused, the run goes on at its size, and the reason is in the log and in
+Caps: ``max_params`` (parameters of the whole network, counted with its head grown for the
+whole stream: the classes or task heads still to come take rows too) and ``per_experience``
+growths. A widening that would pass ``max_params`` adds as many units as still fit; a growth
+that cannot fit at all is refused, the run goes on at its size, and the reason is in the log and in
 ``metrics.json`` (``strategies.net2net``: every growth and refusal with its experience, step,
 layer and sizes, the milliseconds training paused for each growth, and the parameters after each
 experience). Under ``--memory`` the plan counts
@@ -99,6 +101,7 @@ class Net2Net(Strategy):
         self.params_after: list[int] = []  # the network's parameters after each experience
         self._opt_factor = 2  # optimizer state per parameter (Adam: two moments)
         self._exp, self._next, self._grown, self._last = -1, 0, 0, None
+        self._experiences: list = []  # the stream's, for the head's growth to come
         self._recent: list = []  # measure "trained": this experience's last batches
 
     def setup(self, ctx) -> None:
@@ -110,10 +113,12 @@ class Net2Net(Strategy):
         if ctx.model.name not in GROWABLE:
             raise ConfigError(f"net2net grows the {', '.join(GROWABLE)} models, not "
                               f"{ctx.model.name!r}; use --model mlp or --model convnet")
-        start, cap = n_params(ctx.model), self.params.max_params
+        self._experiences = list(ctx.stream.experiences)
+        start, cap = self._at_end(ctx.model), self.params.max_params
         if cap and cap < start:
             raise ConfigError(f"net2net.max_params {cap:,} is below the starting network's "
-                              f"{start:,} parameters; raise it or start smaller (--set model.hidden=...)")
+                              f"{start:,} parameters (its head grown for the whole stream); "
+                              f"raise it or start smaller (--set model.hidden=...)")
         if ctx.cfg.memory is not None and not cap:
             raise ConfigError("under --memory, net2net needs a cap on the network it may grow "
                               "into: set net2net.max_params")
@@ -170,15 +175,27 @@ class Net2Net(Strategy):
             return self._refuse(ctx, base, f"net2net.per_experience {self.params.per_experience} "
                                            f"growths already made in this experience")
         op, layer, new_width = self._choice(model, acc)
-        trial = copy.deepcopy(model)
-        self._apply(trial, op, layer, new_width, data, torch.Generator().manual_seed(0), 0.0)
-        before, after = n_params(model), n_params(trial)
-        del trial
-        cap = self.params.max_params
-        what = {"op": op, "layer": layer, "params_before": before, "params_after": after}
-        if cap and after > cap:
-            return self._refuse(ctx, {**base, **what}, f"{op} to {after:,} parameters would "
-                                                       f"exceed net2net.max_params {cap:,}")
+        before, cap = n_params(model), self.params.max_params
+        after, end = self._sizes(model, op, layer, new_width, data)
+        clipped = ""
+        if cap and end > cap and op == "widen":  # widen by as many units as the cap allows
+            from ..models.net2net import _hidden, _width
+
+            width = _width(model.backbone[_hidden(model.backbone)[layer]])
+            now = self._at_end(model)
+            per_unit = (end - now) // (new_width - width)  # parameters are linear in a width
+            fit = width + (cap - now) // per_unit
+            if width < fit < new_width:
+                new_width = fit
+                after, end = self._sizes(model, op, layer, new_width, data)
+                clipped = (f"; widened by {fit - width} units, as many as net2net.max_params "
+                           f"{cap:,} allows")
+        what = {"op": op, "layer": layer, "params_before": before, "params_after": after,
+                "params_at_end": end}
+        if cap and end > cap:
+            grown = "" if end == after else f" ({end:,} once the head has grown for the stream)"
+            return self._refuse(ctx, {**base, **what}, f"{op} to {after:,} parameters{grown} "
+                                                       f"would exceed net2net.max_params {cap:,}")
         names = dict(model.named_parameters())
         growth = self._apply(model, op, layer, new_width, data, ctx.generator, self.params.noise)
         if optimizer is not None:
@@ -187,7 +204,8 @@ class Net2Net(Strategy):
         self._grown += 1
         self._last = (op, acc)
         event = {**base, **what, "from": growth.old_width, "to": growth.new_width,
-                 "why": f"training accuracy {acc:.3f} below net2net.target {self.params.target}"}
+                 "why": f"training accuracy {acc:.3f} below net2net.target "
+                        f"{self.params.target}{clipped}"}
         self.events.append({"event": "growth", **event})
         ctx.report(f"net2net: experience {exp.index}, step {steps}: {op} hidden layer {layer} "
                    f"{growth.old_width} -> {growth.new_width} units ({before:,} -> {after:,} "
@@ -196,6 +214,20 @@ class Net2Net(Strategy):
 
     def growth_time(self, seconds: float) -> None:
         self.events[-1]["ms"] = round(seconds * 1e3, 2)  # not compared on resume: a wall time
+
+    def _at_end(self, model) -> int:
+        """The parameters ``model`` will have once its head has grown for every experience of
+        the stream (new classes or task heads add rows the caps must leave room for)."""
+        head = copy.deepcopy(model.head)
+        for exp in self._experiences:
+            head.adapt(exp)
+        return n_params(model) - n_params(model.head) + n_params(head)
+
+    def _sizes(self, model, op: str, layer: int, new_width: int, data) -> tuple[int, int]:
+        """Parameters after the growth, now and at the stream's end, measured on a copy."""
+        trial = copy.deepcopy(model)
+        self._apply(trial, op, layer, new_width, data, torch.Generator().manual_seed(0), 0.0)
+        return n_params(trial), self._at_end(trial)
 
     def _choice(self, model, acc: float) -> tuple[str, int, int]:
         from ..models.net2net import _hidden, _width
