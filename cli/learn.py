@@ -101,6 +101,7 @@ def learn_command(
     optimizer: Annotated[Optional[str], Opt(field="optimizer", help="adam | sgd")] = None,
     optimizer_state: Annotated[Optional[str], Opt(field="optimizer_state", help="between experiences: auto (fresh when parameters change) | keep | reset")] = None,
     freeze_backbone_after: Annotated[Optional[int], Opt(field="freeze_backbone_after", help="freeze the backbone from this experience on (0: from the start), e.g. under -s ncm")] = None,
+    whiten: Annotated[Optional[str], Opt(field="whiten", help="whiten the frozen features by the within-class spread of the first experience: auto | a shrinkage >= 0 (with --freeze-backbone-after 1 and ncm, hebbian, competitive or neural-gas)")] = None,
     device: Annotated[Optional[str], Opt(field="device", help="auto | cpu | cuda")] = None,
     amp: Annotated[Optional[bool], Opt("--amp/--no-amp", field="amp", help="bf16 mixed precision")] = None,
     threads: Annotated[Optional[int], Opt(field="threads", help="CPU threads for torch")] = None,
@@ -125,7 +126,7 @@ def learn_command(
              "compute_steps": compute, "compute_flops": compute_flops, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "optimizer_state": optimizer_state, "freeze_backbone_after": freeze_backbone_after,
-             "device": device, "amp": amp, "threads": threads, "device_profile": device_profile,
+             "whiten": whiten, "device": device, "amp": amp, "threads": threads, "device_profile": device_profile,
              "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:

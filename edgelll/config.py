@@ -61,6 +61,10 @@ class LearnConfig:
     # Freeze the backbone from this experience on (0: from the start; None: never). With a
     # closed-form head (ncm) and a frozen backbone, nothing is backpropagated.
     freeze_backbone_after: int | None = None
+    # Whiten the frozen features by the within-class spread of the first experience, which alone
+    # trains the backbone (edgelll.runtime.whiten): "auto" chooses the shrinkage on that data, a
+    # number >= 0 sets it, None: no whitening. For the closed-form heads, freeze_backbone_after 1.
+    whiten: float | str | None = None
     device: str = "auto"
     amp: bool = False
     threads: int | None = None
@@ -184,6 +188,8 @@ def resolve(*layers: dict, overrides: dict | None = None) -> LearnConfig:
             values[key] = None if is_none(value) else coerce(key, value, 0)
         elif key == "device_profile":
             values[key] = None if is_none(value) else value
+        elif key == "whiten":
+            values[key] = _whiten_value(value)
         elif key == "compute_flops":
             values[key] = None if is_none(value) else coerce(key, value, 0.0)
         elif key == "strategies":
@@ -249,6 +255,8 @@ def check(cfg: LearnConfig) -> None:
     if cfg.freeze_backbone_after is not None and not 0 <= cfg.freeze_backbone_after <= MAX_COUNT:
         raise ConfigError(f"freeze_backbone_after must be 0 or more experiences, got "
                           f"{cfg.freeze_backbone_after}")
+    if cfg.whiten is not None:
+        _check_whiten(cfg)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
     if not 0 <= cfg.momentum < 1:
@@ -271,3 +279,38 @@ def check(cfg: LearnConfig) -> None:
     if "independent" in cfg.strategies and cfg.scenario == "domain":
         raise ConfigError("independent (one model per task) needs task ids or disjoint classes; "
                           "use --scenario task or class")
+
+
+WHITEN_HEADS = ("ncm", "hebbian", "competitive", "neural-gas")  # heads that learn in closed form
+
+
+def _whiten_value(value):
+    """``whiten`` from a file, ``--set`` or the CLI: "auto", a shrinkage >= 0, or None."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "off", ""):
+        return None
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+        raise ConfigError(f"whiten must be auto or a shrinkage >= 0 (e.g. 0.3), got {value!r}")
+    return number
+
+
+def _check_whiten(cfg) -> None:
+    if cfg.freeze_backbone_after != 1:
+        raise ConfigError(f"whiten is fitted on the first experience's features (the base "
+                          f"session) once the backbone that made them stops training, so that "
+                          f"the head learns every class in the whitened space; give "
+                          f"--freeze-backbone-after 1 (got {cfg.freeze_backbone_after})")
+    if not any(s in WHITEN_HEADS for s in cfg.strategies):
+        raise ConfigError(f"whiten is for the heads that learn in closed form on frozen features "
+                          f"({', '.join(WHITEN_HEADS)}); add one of them with -s")
+    growing = [s for s in cfg.strategies if s in ("net2net", "progressive", "independent")]
+    if growing:
+        raise ConfigError(f"whiten keeps one map of the backbone's features, and {growing[0]} "
+                          f"changes their width; drop one of them")

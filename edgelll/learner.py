@@ -122,6 +122,8 @@ class Learner:
         check_model(cfg, self.stream.input_shape, first.n_local_classes if multi else
                     first.head_size, multi, self.device)  # before any real allocation
         self.model = new_model(cfg, self.stream).to(self.device)
+        if cfg.whiten is not None:
+            self.model.add_whiten()  # the identity until fitted: counted in --memory from the start
         self.strategies = [create_strategy(n, cfg.strategy_args.get(n, {})) for n in cfg.strategies]
         replacing = [s for s in self.strategies if s.replaces_loss()]
         if len(replacing) > 1:
@@ -265,6 +267,9 @@ class Learner:
         for s in self.strategies:
             data = s.training_data(ctx, exp, data)
         steps, flops, loss = self._train(exp, data)
+        whitened = {}
+        if cfg.whiten is not None and exp.index == cfg.freeze_backbone_after - 1:
+            whitened = {"whiten": self._fit_whiten(own)}  # before the heads refit through it
         for s in self.strategies:
             s.after_experience(ctx, exp, own)
         row = evaluate_all(self.model, self.stream, cfg)
@@ -276,12 +281,29 @@ class Learner:
         self.stats.append({"experience": exp.index, "classes": list(exp.classes), "steps": steps,
                            "flops": flops, "samples": len(data), "loss": loss,
                            "seconds": time.perf_counter() - t0, "peak_rss_bytes": _rss_bytes(),
+                           **whitened,
                            **({"peak_cuda_bytes": torch.cuda.max_memory_allocated(self.device)}
                               if self.device.type == "cuda" else {})})
         self.next_experience = exp.index + 1
         self.reporter.end_experience(row, exp.index + 1)
         if self.run_dir is not None:
             self._save(exp.index)
+
+    @torch.no_grad()
+    def _fit_whiten(self, data: Batch) -> dict:
+        """Fit ``--whiten`` on the backbone's features of ``data`` (:mod:`edgelll.runtime.whiten`,
+        numpy float64, the same fit a device runs), install it in the model, and return the
+        shrinkage and, under ``auto``, the validation scores that chose it."""
+        from .runtime.whiten import fit_whitening
+        from .strategies.replay import embed
+
+        layer = self.model.whiten
+        layer.set(torch.zeros_like(layer.mean), torch.eye(len(layer.mean)), float("nan"))
+        feats = embed(self.model, data.x).cpu().numpy()  # the identity map: the raw features
+        fit = fit_whitening(feats, data.y.cpu().numpy(), self.cfg.whiten,
+                            shots=self.cfg.shots or 5, seed=self.cfg.seed)
+        layer.set(fit.mean, fit.proj, fit.shrink)
+        return {"shrink": fit.shrink, "scores": fit.scores}
 
     def _trainable_changed(self, model: nn.Module) -> bool:
         """True when a strategy froze or unfroze parameters since the optimizer was built."""
@@ -404,6 +426,9 @@ class Learner:
                                                           for e in self.stream.experiences])
         return {"acc_matrix": self.acc, "random_init_acc": self.random_acc, **summary,
                 **({"strategies": reports} if reports else {}),
+                **({"whiten": {"shrink": float(self.model.whiten.shrink)
+                               if self.model.whiten.fitted else None}}
+                   if self.model.whiten is not None else {}),
                 "resolved": resolved_values(self.strategies, self.cfg),  # e.g. replay.size
                 "seconds": seconds if seconds is not None else sum(s["seconds"] for s in self.stats),
                 "experiences": self.stats, "memory_bytes": memory,

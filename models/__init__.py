@@ -1,7 +1,7 @@
 """Networks and heads for edgelll, installed as ``edgelll.models``."""
 
 from . import convnet, mlp  # noqa: F401  (registers the models)
-from .base import Columns, EdgeModel
+from .base import Columns, EdgeModel, Whiten
 from .heads import (BiasHead, BlockHead, Head, IncrementalClassifier, MultiHeadClassifier,
                     NearestMeanHead, make_head)
 from .gradient_free import CompetitiveHead, GradientFreeHead, HebbianHead, NeuralGasHead
@@ -10,4 +10,4 @@ from .registry import create_model, list_models, model_params, rebuild
 __all__ = ["BiasHead", "BlockHead", "Columns", "CompetitiveHead", "EdgeModel",
            "GradientFreeHead", "Head", "HebbianHead", "IncrementalClassifier", "NeuralGasHead",
            "MultiHeadClassifier", "NearestMeanHead", "create_model", "list_models", "make_head",
-           "model_params", "rebuild"]
+           "model_params", "rebuild", "Whiten"]

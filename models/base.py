@@ -45,6 +45,31 @@ class Columns(nn.Module):
         return torch.cat([c(x) for c in self.columns], dim=1)
 
 
+class Whiten(nn.Module):
+    """A fixed affine map of the features, ``(f - mean) @ proj``: the within-class whitening of
+    :mod:`edgelll.runtime.whiten`, fitted in closed form once the backbone stops training
+    (``--whiten``). Identity until fitted; buffers, so checkpoints, ``--memory`` and the exported
+    extractor carry it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("proj", torch.eye(dim))
+        self.register_buffer("shrink", torch.full((), float("nan")))  # nan: not fitted yet
+
+    @property
+    def fitted(self) -> bool:
+        return not bool(torch.isnan(self.shrink))
+
+    def set(self, mean, proj, shrink: float) -> None:
+        self.mean.copy_(torch.as_tensor(mean))
+        self.proj.copy_(torch.as_tensor(proj))
+        self.shrink.fill_(float(shrink))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats.flatten(1) - self.mean) @ self.proj
+
+
 class EdgeModel(nn.Module):
     """Preprocess, a backbone, and a head (growing single, per task, or a variant)."""
 
@@ -57,6 +82,7 @@ class EdgeModel(nn.Module):
         self.preprocess = Preprocess()  # identity until create_model sets the data's constants
         self.backbone = backbone
         self.feat_dim = feat_dim
+        self.whiten: Whiten | None = None  # --whiten: a fixed map between backbone and head
         self.head: Head = (MultiHeadClassifier(feat_dim, [n_classes]) if multi_head
                            else IncrementalClassifier(feat_dim, n_classes))
 
@@ -86,6 +112,8 @@ class EdgeModel(nn.Module):
         if self.progressive is not None:
             spec["progressive"] = {"columns": len(self.progressive.columns),
                                    "width_ratio": self.progressive.width_ratio}
+        if self.whiten is not None:
+            spec["whiten"] = {"features": self.feat_dim}
         return json.loads(json.dumps(spec))  # plain JSON values: tuples become lists
 
     def set_head(self, spec: dict) -> None:
@@ -101,6 +129,14 @@ class EdgeModel(nn.Module):
         new = make(getattr(holder, attr))
         setattr(holder, attr, new)
         return new
+
+    def add_whiten(self) -> Whiten:
+        """A whitening layer between backbone and head, the identity until fitted
+        (:meth:`Whiten.set`); the feature width stays."""
+        if self.whiten is None:
+            ref = next(self.backbone.parameters())
+            self.whiten = Whiten(self.feat_dim).to(ref.device, ref.dtype)
+        return self.whiten
 
     def to_columns(self, route: str, n_classes: int) -> None:
         """One column per task from now on (independent models), each with its own head block."""
@@ -158,7 +194,8 @@ class EdgeModel(nn.Module):
             p.grad = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.preprocess(x))
+        feats = self.backbone(self.preprocess(x))
+        return feats if self.whiten is None else self.whiten(feats)
 
     def forward_head(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(feats, task_ids)

@@ -81,6 +81,8 @@ def rebuild(spec: dict):
         model.to_progressive(1, float(prog["width_ratio"]))
         for _ in range(int(prog["columns"]) - 1):
             model.add_column()
+    if "whiten" in spec:
+        model.add_whiten()
     model.set_head(spec["head"])
     model.labels = spec.get("labels", {})
     return model
