@@ -9,6 +9,9 @@
 
 Each figure is the best of ``--rounds`` rounds of many calls (the least disturbed by a shared
 machine); numpy's BLAS gets one thread (``OPENBLAS_NUM_THREADS=1`` unless set), as on a device.
+A plain numpy step timed beside each head, round by round (:func:`reference_steps`), gives every
+``learn`` figure as a ratio too (the median of the rounds' ratios), which the machine's speed of
+the moment cancels from.
 
     python benchmarks/head_speed.py [--rounds 15] [--json OUT.json]
 """
@@ -57,13 +60,17 @@ def grown(name: str, rng):
 
 def costs(name: str, rounds: int) -> dict:
     rng = np.random.default_rng(0)
-    head, out = grown(name, rng), {}
+    head, out, ref = grown(name, rng), {}, reference_steps()
     for batch, calls in ((1, 500), (256, 10)):
         f = rng.random((batch, D), dtype=np.float32)
         y = rng.integers(0, CLASSES, batch)
         per_call_us(lambda: head.learn(f, y), max(1, calls // 5))  # warm-up
-        out[f"learn_us_per_sample_b{batch}"] = min(
-            per_call_us(lambda: head.learn(f, y), calls) for _ in range(rounds)) / batch
+        fn, ref_calls = ref[batch]
+        pairs = [(per_call_us(lambda: head.learn(f, y), calls), per_call_us(fn, ref_calls))
+                 for _ in range(rounds)]  # head and reference side by side, round by round
+        out[f"learn_us_per_sample_b{batch}"] = min(h for h, _ in pairs) / batch
+        out[f"reference_us_per_sample_b{batch}"] = min(r for _, r in pairs) / batch
+        out[f"ratio_b{batch}"] = statistics.median(h / r for h, r in pairs)
     q = rng.random((1, D), dtype=np.float32)
     out["scores_us_b1"] = min(per_call_us(lambda: head.scores(q), 500) for _ in range(rounds))
     shots = rng.random((5, D), dtype=np.float32)
@@ -76,6 +83,24 @@ def costs(name: str, rounds: int) -> dict:
 
     out["learn_class_5_shots_us"] = statistics.median(add() for _ in range(max(20, rounds)))
     return out
+
+
+def reference_steps():
+    """Plain numpy learning steps, timed beside every head so that each figure reads as a ratio
+    to them and the machine's speed of the moment cancels: at batch 1 a running class sum's
+    update of one sample (two in-place adds), at batch 256 the class sums of a batch (one-hot^T
+    x): what the cheapest rule, NCM's, costs without a head around it. ``{batch: (fn, calls)}``."""
+    rng = np.random.default_rng(3)
+    sums, counts = np.zeros((CLASSES, D), np.float32), np.zeros(CLASSES, np.float32)
+    x1 = rng.random((1, D), dtype=np.float32)
+    xb = rng.random((256, D), dtype=np.float32)
+    onehot = np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, 256)]
+
+    def one() -> None:
+        sums[3] += x1[0]
+        counts[3] += 1.0
+
+    return {1: (one, 500), 256: (lambda: onehot.T @ xb, 10)}
 
 
 def long_stream(name: str, classes: int) -> dict:
@@ -108,10 +133,16 @@ def main() -> None:
         for name in HEADS:
             results[name]["long_stream"] = long_stream(name, args.long)
     print(f"{'head':<16} {'b1 us/sample':>13} {'b256 us/sample':>15} {'scores b1 us':>13} "
-          f"{'learn_class us':>15}")
+          f"{'learn_class us':>15} {'b1 / ref':>9} {'b256 / ref':>11}")
     for name, r in results.items():
         print(f"{name:<16} {r['learn_us_per_sample_b1']:>13.1f} {r['learn_us_per_sample_b256']:>15.2f}"
-              f" {r['scores_us_b1']:>13.1f} {r['learn_class_5_shots_us']:>15.1f}")
+              f" {r['scores_us_b1']:>13.1f} {r['learn_class_5_shots_us']:>15.1f}"
+              f" {r['ratio_b1']:>8.1f}x {r['ratio_b256']:>10.1f}x")
+    print("x / ref: the median over rounds of the head's time over a plain numpy step's timed "
+          "beside it (batch 1: a class sum's update of one sample, best "
+          f"{min(r['reference_us_per_sample_b1'] for r in results.values()):.2f} us; batch 256: a "
+          f"batch's class sums, best {min(r['reference_us_per_sample_b256'] for r in results.values()):.3f}"
+          " us a sample)")
     if args.long:
         print(f"\nadd_class from 5 shots at {args.long} classes (the last 100: median, worst us)")
         for name, r in results.items():
