@@ -190,8 +190,9 @@ class Reporter:
             table.add_row("  first / last / average", f"{f['first'] * 100:.1f}% / "
                           f"{f['last'] * 100:.1f}% / {f['average'] * 100:.1f}%")
             table.add_row("  drop first to last", f"{f['drop'] * 100:.1f} points")
-        if metrics.get("whiten") is not None:
-            table.add_row("whitening shrinkage", f"{metrics['whiten']['shrink']:g}")
+        shrink = (metrics.get("whiten") or {}).get("shrink")
+        if shrink is not None:  # None until the first experience has fitted the map
+            table.add_row("whitening shrinkage", f"{shrink:g}")
         table.add_row("wall time", f"{metrics['seconds']:.1f} s")
         table.add_row("learner state (peak)", format_bytes(memory["total"]))
         for name, value in memory["components"].items():
