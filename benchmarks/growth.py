@@ -28,10 +28,13 @@ network trains from scratch on the same batches. Test accuracy every 25 steps; t
 random network's accuracy after 1500 steps, and each gets the first step count at which it
 reaches it (the student's counted from the growth, the teacher's own steps beside it), and
 2, 1 and 0.5 points below it. The control: the teacher training on at its own size from the same
-point.
+point. The same again from a 784-200-200 teacher (``--teachers``; added after the 100-100
+results): a widening by 2, where each teacher unit has about one copy, against 4, where it has
+about three that only the noise tells apart.
 
     python benchmarks/growth.py --data-dir FOLDER [--seeds 3] [--first-seed 0]
-           [--sets mnist,fashion-mnist] [--json benchmarks/results/growth.json]
+           [--sets mnist,fashion-mnist] [--teachers 100,200] [--parts runs,steps]
+           [--json benchmarks/results/growth.json]
 
 ``--first-seed 3`` runs seeds 3..5, the held-out check of the settings chosen on seeds 0-2.
 """
@@ -95,7 +98,10 @@ def one(data, row: dict, seed: int) -> dict:
             "refused": sum(e["event"] == "refused" for e in grown)}
 
 
-TEACHER, STUDENT, STEPS, EVERY = (100, 100), (400, 400), 1500, 25
+STUDENT, STEPS, EVERY = (400, 400), 1500, 25
+# the teachers' widths: a quarter of the student's (each unit copied about 4 times), the first
+# measurement, and half of it (about twice), added after the quarter's results
+TEACHERS = ((100, 100), (200, 200))
 TEACHER_STEPS = (300, 1500)  # a teacher part-trained (92% on MNIST) and one near its plateau
 NOISE = 0.01  # symmetry breaking on the copies, times the weights' std (the policy's default)
 # test accuracies on the way to the target, in points below it: the same on every data set
@@ -138,12 +144,14 @@ def random_curve(data, seed: int) -> list[float]:
                   torch.Generator().manual_seed(seed + 100), xt, yt)
 
 
-def steps_to_accuracy(data, seed: int, teacher_steps: int, random: list[float]) -> dict:
-    """Net2Net-initialised student (from a teacher of ``teacher_steps``) against the randomly
-    initialised network of its size, whose curve is ``random`` (:func:`random_curve`)."""
+def steps_to_accuracy(data, seed: int, teacher_steps: int, random: list[float],
+                      teacher_width: tuple[int, int] = TEACHERS[0]) -> dict:
+    """Net2Net-initialised student (from a ``teacher_width`` teacher of ``teacher_steps``) against
+    the randomly initialised network of its size, whose curve is ``random``
+    (:func:`random_curve`)."""
     x, y, xt, yt = _tensors(data)
     torch.manual_seed(seed)
-    teacher = _net(data, TEACHER)
+    teacher = _net(data, teacher_width)
     opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
     taught = _train(teacher, opt, x, y, teacher_steps, torch.Generator().manual_seed(seed), xt, yt)
     small, small_opt = copy.deepcopy((teacher, opt))  # the control: it trains on at its size
@@ -162,7 +170,7 @@ def steps_to_accuracy(data, seed: int, teacher_steps: int, random: list[float]) 
         return next(((i + 1) * EVERY for i, a in enumerate(curve) if a >= level), None)
 
     levels = {f"-{v:g}": target - v / 100 for v in LEVELS} | {"target": target}
-    return {"teacher_steps": teacher_steps, "target": target, "teacher_acc": taught[-1], "student_final": student[-1],
+    return {"teacher": list(teacher_width), "teacher_steps": teacher_steps, "target": target, "teacher_acc": taught[-1], "student_final": student[-1],
             "kept_final": kept[-1],
             "steps": {k: {"random": first(random, v), "student": first(student, v),
                           "kept": first(kept, v)} for k, v in levels.items()},
@@ -201,12 +209,13 @@ def steps_table(name: str, runs: list[dict], teacher_steps: int, seeds: list[int
         return "-" if v is None else str(v)
 
     keys = list(runs[0]["steps"])
-    out = [f"#### Net2Net against random initialisation, {TITLES.get(name, name)}, teacher trained {teacher_steps} "
-           f"steps", "",
-           f"Steps to reach a test accuracy: random {STUDENT[0]}-{STUDENT[1]} / Net2Net student "
-           f"{STUDENT[0]}-{STUDENT[1]} / the teacher going on at {TEACHER[0]}-{TEACHER[1]} (the "
-           f"last two counted after the teacher's {teacher_steps} steps; '-': not within "
-           f"{STEPS})", "",
+    t = "-".join(map(str, runs[0]["teacher"]))
+    s = "-".join(map(str, STUDENT))
+    out = [f"#### Net2Net against random initialisation, {TITLES.get(name, name)}, teacher {t} "
+           f"trained {teacher_steps} steps", "",
+           f"Steps to reach a test accuracy: random {s} / Net2Net student {s} / the teacher going "
+           f"on at {t} (the last two counted after the teacher's {teacher_steps} steps; '-': not "
+           f"within {STEPS})", "",
            f"| seed | teacher after {teacher_steps} steps (%) | " + " | ".join(
                f"target {k} points" if k != "target" else f"target: random after {STEPS}"
                for k in keys) +
@@ -222,17 +231,52 @@ def steps_table(name: str, runs: list[dict], teacher_steps: int, seeds: list[int
     return "\n".join(out) + "\n"
 
 
+def claim(name: str, steps: dict, seeds: list[int]) -> str:
+    """One line per teacher: on how many seeds the student reaches the random network's final
+    accuracy in fewer steps than the random network (the issue's target), and the medians."""
+    lines = []
+    for key, budgets in steps.items():
+        for budget, runs in budgets.items():
+            got = [r["steps"]["target"] for r in runs]
+            wins = sum(g["student"] is not None and g["student"] < g["random"] for g in got)
+            med = {w: statistics.median(STEPS + EVERY if g[w] is None else g[w] for g in got)
+                   for w in ("random", "student", "kept")}
+            lines.append(f"{TITLES.get(name, name)}, teacher {key} trained {budget} steps: the "
+                         f"student is sooner than random on {wins} of {len(got)} seeds (median "
+                         f"steps random {med['random']:g} / student {med['student']:g} / teacher "
+                         f"going on {med['kept']:g}; {STEPS + EVERY}: not within {STEPS})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("EDGELLL_DATA"))
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--sets", default="mnist,fashion-mnist")
+    parser.add_argument("--teachers", default=",".join(str(w[0]) for w in TEACHERS),
+                        help="the steps claim's teacher widths (both hidden layers), each under "
+                             f"the student's {STUDENT[0]}")
+    parser.add_argument("--parts", default="runs,steps",
+                        help="runs (the growth tables), steps (the steps claim), or both")
     parser.add_argument("--json", type=Path,
                         default=Path(__file__).parent / "results" / "growth.json")
     args = parser.parse_args()
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [s for s in sets if s not in FILES]
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    try:
+        teachers = [(int(w), int(w)) for w in args.teachers.split(",") if w.strip()]
+    except ValueError:
+        teachers = []
+    if not teachers or any(not 0 < w < STUDENT[0] for w, _ in teachers):
+        print(f"error: --teachers {args.teachers!r} must be widths between 1 and "
+              f"{STUDENT[0] - 1}, comma-separated, like 100,200", file=sys.stderr)
+        sys.exit(2)
+    if not parts or parts - {"runs", "steps"}:
+        print(f"error: --parts {args.parts!r} must name runs, steps or both (runs,steps)",
+              file=sys.stderr)
+        sys.exit(2)
     if not args.data_dir or bad:
         print(f"error: unknown --sets {', '.join(bad)}; choose from {', '.join(FILES)}" if bad else
               "error: give --data-dir FOLDER (with mnist.npz, fashion_mnist.npz) or set "
@@ -247,20 +291,34 @@ def main() -> None:
     results = {"seeds": seeds}
     for name in sets:
         data = load_dataset(f"{name}={Path(args.data_dir) / FILES[name]}")
-        runs = {row: [one(data, cfg, seed) for seed in seeds]
-                for row, cfg in ROWS.items()}
-        print(table(name, runs, seeds) + "\n", flush=True)
+        results[name] = {}
+        if "runs" in parts:
+            runs = {row: [one(data, cfg, seed) for seed in seeds] for row, cfg in ROWS.items()}
+            print(table(name, runs, seeds) + "\n", flush=True)
+            results[name]["runs"] = runs
+        if "steps" not in parts:
+            write_json(args.json, results)
+            continue
         randoms = [random_curve(data, seed) for seed in seeds]
-        steps = {}
-        for budget in TEACHER_STEPS:
-            steps[str(budget)] = [steps_to_accuracy(data, seed, budget, random)
-                                  for seed, random in zip(seeds, randoms)]
-            print(steps_table(name, steps[str(budget)], budget, seeds) + "\n", flush=True)
-        results[name] = {"runs": runs, "steps_to_accuracy": steps}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.json)  # after every set: a later failure keeps what ran
+        steps: dict = {}
+        for width in teachers:
+            key = "-".join(map(str, width))
+            steps[key] = {}
+            for budget in TEACHER_STEPS:
+                steps[key][str(budget)] = [steps_to_accuracy(data, seed, budget, random, width)
+                                           for seed, random in zip(seeds, randoms)]
+                print(steps_table(name, steps[key][str(budget)], budget, seeds) + "\n",
+                      flush=True)
+        print(claim(name, steps, seeds) + "\n", flush=True)
+        results[name]["steps_to_accuracy"] = steps
+        write_json(args.json, results)  # after every set: a later failure keeps what ran
+
+
+def write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,11 @@ def test_growth_names_the_folder_or_the_missing_file(tmp_path):
     one_error_line(bench("growth.py"), "--data-dir", "EDGELLL_DATA")
     one_error_line(bench("growth.py", "--data-dir", str(tmp_path)), str(tmp_path / "mnist.npz"))
     one_error_line(bench("growth.py", "--data-dir", str(tmp_path), "--sets", "cifar"), "cifar")
+    for bad in ("400", "0", "wide", ""):  # the student is 400 wide: a teacher must be narrower
+        one_error_line(bench("growth.py", "--data-dir", str(tmp_path), "--teachers", bad),
+                       "--teachers", "100,200")
+    one_error_line(bench("growth.py", "--data-dir", str(tmp_path), "--parts", "plots"),
+                   "--parts", "runs,steps")
 
 
 def test_fscil_names_the_folder_the_missing_file_or_the_bad_setting(tmp_path):
