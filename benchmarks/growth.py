@@ -231,21 +231,26 @@ def steps_table(name: str, runs: list[dict], teacher_steps: int, seeds: list[int
     return "\n".join(out) + "\n"
 
 
-def claim(name: str, steps: dict, seeds: list[int]) -> str:
-    """One line per teacher: on how many seeds the student reaches the random network's final
-    accuracy in fewer steps than the random network (the issue's target), and the medians."""
-    lines = []
+CLAIM_HEADER = ("| data set | teacher | teacher trained (steps) | target: random after "
+                f"{STEPS} (%) | steps to it: random / student / teacher going on | "
+                "student sooner than random |\n|---|---|---|---|---|---|")
+
+
+def claim(name: str, steps: dict) -> list[str]:
+    """The issue's target, one row per teacher and training budget: each seed's step counts to
+    the random network's final accuracy, and on how many seeds the student gets there sooner than
+    the random network ('-': not within STEPS, never sooner)."""
+    rows = []
     for key, budgets in steps.items():
         for budget, runs in budgets.items():
             got = [r["steps"]["target"] for r in runs]
             wins = sum(g["student"] is not None and g["student"] < g["random"] for g in got)
-            med = {w: statistics.median(STEPS + EVERY if g[w] is None else g[w] for g in got)
-                   for w in ("random", "student", "kept")}
-            lines.append(f"{TITLES.get(name, name)}, teacher {key} trained {budget} steps: the "
-                         f"student is sooner than random on {wins} of {len(got)} seeds (median "
-                         f"steps random {med['random']:g} / student {med['student']:g} / teacher "
-                         f"going on {med['kept']:g}; {STEPS + EVERY}: not within {STEPS})")
-    return "\n".join(lines)
+            counts = ", ".join(" / ".join("-" if g[w] is None else str(g[w])
+                                          for w in ("random", "student", "kept")) for g in got)
+            targets = ", ".join(f"{100 * r['target']:.2f}" for r in runs)
+            rows.append(f"| {TITLES.get(name, name)} | {key} | {budget} | {targets} | {counts} | "
+                        f"{wins} of {len(got)} |")
+    return rows
 
 
 def main() -> None:
@@ -309,7 +314,7 @@ def main() -> None:
                                            for seed, random in zip(seeds, randoms)]
                 print(steps_table(name, steps[key][str(budget)], budget, seeds) + "\n",
                       flush=True)
-        print(claim(name, steps, seeds) + "\n", flush=True)
+        print("\n".join([CLAIM_HEADER, *claim(name, steps)]) + "\n", flush=True)
         results[name]["steps_to_accuracy"] = steps
         write_json(args.json, results)  # after every set: a later failure keeps what ran
 
