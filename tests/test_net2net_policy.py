@@ -164,3 +164,30 @@ def test_bad_settings_are_refused(settings, match, data):
     with pytest.raises(ConfigError, match=match) as err:
         edgelll.learn(_cfg(**settings), data=data, plot="none")
     assert "\n" not in str(err.value)
+
+
+def test_a_run_resumes_after_an_experience_that_deepened(data, tmp_path):
+    """A deepening adds its layer at the end of the optimizer's parameters, not in the model's
+    order; the checkpoint of that experience must restore Adam's state to the right tensors
+    (it was refused, 'exp_avg has shape (4, 150), the parameter (150, 150)', before the order
+    was kept)."""
+    cfg = _cfg(tasks=2, net2net={"min_gain": 1.0})  # every widening is followed by a deepening
+    root = tmp_path / "run"
+    result = edgelll.learn(cfg, data=data, run_dir=root, plot="none")
+    events = _report(root)["strategies"]["net2net"]["events"]
+    assert [e["op"] for e in events if e["experience"] == 0 and e["event"] == "growth"] == [
+        "widen", "deepen"]
+    ckpt = torch.load(root / "checkpoints" / "exp000.pt", weights_only=True)
+    names = [n for n, _ in edgelll.load_model(root).named_parameters()]
+    assert ckpt["optimizer_params"] != names[:len(ckpt["optimizer_params"])]  # not model order
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "checkpoints" / "exp001.pt").unlink()
+    (copy / "metrics.json").unlink()
+    again = edgelll.learn(cfg, data=data, run_dir=copy, resume=True, plot="none")
+    assert again.acc_matrix == result.acc_matrix
+    a, b = result.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the FLOPs counted after the resume are the grown network's, not the config's small one's
+    assert ([e["flops"] for e in _report(copy)["experiences"]]
+            == [e["flops"] for e in _report(root)["experiences"]])
