@@ -191,3 +191,42 @@ def test_a_run_resumes_after_an_experience_that_deepened(data, tmp_path):
     # the FLOPs counted after the resume are the grown network's, not the config's small one's
     assert ([e["flops"] for e in _report(copy)["experiences"]]
             == [e["flops"] for e in _report(root)["experiences"]])
+
+
+def _latent_cfg(layer: int):
+    cfg = {"strategies": ["net2net", "latent"], "epochs": 3, "tasks": 5, "device": "cpu",
+           "model_args": {"hidden": (16, 16)}, "net2net": {"target": 0.99, "check_every": 10},
+           "latent": {"layer": layer, "size": 100}}
+    return edgelll.resolve(cfg)
+
+
+def test_with_latent_replay_only_the_layers_above_its_codes_grow(data, tmp_path):
+    """latent.layer=3 stores the output of the first hidden layer (Flatten, Linear, ReLU): the
+    second hidden layer and the head may grow, the first never, so the network below the codes
+    is bitwise the one that made them (frozen from experience 1 on) and the codes keep their
+    width."""
+    root = tmp_path / "run"
+    result = edgelll.learn(_latent_cfg(3), data=data, run_dir=root, plot="none")
+    report = _report(root)["strategies"]["net2net"]
+    growths = [e for e in report["events"] if e["event"] == "growth"]
+    # hidden layer 0 is backbone[1], below the codes; 1 is backbone[3], and deepenings add more
+    assert growths and all(e["layer"] >= 1 for e in growths)
+    assert {e["op"] for e in growths} == {"widen", "deepen"}
+    first = torch.load(root / "checkpoints" / "exp000.pt", weights_only=True)["model"]
+    now = result.model.state_dict()
+    for name in ("backbone.1.weight", "backbone.1.bias"):
+        assert torch.equal(first[name], now[name])
+    assert result.model.backbone[1].out_features == 16
+    latent = next(s for s in result.strategies if s.name == "latent")
+    assert latent.shape == (16,) and latent.buffer.size > 0
+    assert result.model.args["hidden"][1] > 16  # it did grow, above the codes
+    assert result.model.args["hidden"][0] == 16
+
+
+def test_with_latent_codes_above_every_hidden_layer_growth_is_refused(data, tmp_path):
+    root = tmp_path / "run"
+    result = edgelll.learn(_latent_cfg(5), data=data, run_dir=root, plot="none")
+    report = _report(root)["strategies"]["net2net"]
+    assert report["growths"] == 0 and report["events"]
+    assert all("latent replay" in e["why"] for e in report["events"])
+    assert len(result.acc_matrix) == 5 and list(result.model.args["hidden"]) == [16, 16]

@@ -37,7 +37,7 @@ REFUSED.update({frozenset({"progressive", s}): "scenario"
                 for s in ("bic", "icarl", "ncm", *_FREE)})
 # net2net grows the network: strategies whose state cannot follow, or that read the width
 REFUSED.update({frozenset({"net2net", s}): "drop one" for s in (
-    "independent", "progressive", "gem", "agem", "latent", "ncm", "icarl", *_FREE)})
+    "independent", "progressive", "gem", "agem", "ncm", "icarl", *_FREE)})
 REFUSED.update({frozenset({"progressive", "independent"}): "its own network",
                 frozenset({"progressive", "latent"}): "backbone of its own"})
 REFUSED.update({frozenset({g, other}): "decide predictions" for g in _FREE

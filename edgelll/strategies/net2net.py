@@ -15,6 +15,12 @@ after the last hidden layer instead (Net2DeeperNet). Training then goes on with 
 state carried through the growth (``models.net2net.map_optimizer_state``) and every strategy's
 parameter-shaped state mapped alike (EWC, online EWC, MAS and SI follow it).
 
+With latent replay (``-s latent``), whose codes are the output of the backbone's first
+``latent.layer`` modules (frozen from the second experience on), only the hidden layers at or
+above that cut grow (the narrowest of them first; a deepening goes after the last hidden layer),
+so a stored code stays what the network below computes; when every hidden layer sits below the
+cut, growth is refused with that reason.
+
 Caps: ``max_params`` (parameters of the whole network, counted with its head grown for the
 whole stream: the classes or task heads still to come take rows too) and ``per_experience``
 growths. A widening that would pass ``max_params`` adds as many units as still fit; a growth
@@ -42,7 +48,6 @@ from .base import Strategy
 _REFUSED = {
     "independent": "gives every task a network of its own",
     "progressive": "gives every task a column of its own",
-    "latent": "stores activations of a layer that growth would change",
     "gem": "stores gradients shaped like the parameters before the growth",
     "agem": "stores gradients shaped like the parameters before the growth",
     "ncm": "keeps class means over the features a growth widens",
@@ -102,6 +107,7 @@ class Net2Net(Strategy):
         self._opt_factor = 2  # optimizer state per parameter (Adam: two moments)
         self._exp, self._next, self._grown, self._last = -1, 0, 0, None
         self._experiences: list = []  # the stream's, for the head's growth to come
+        self._floor = 0  # backbone modules below this index never grow (latent replay's codes)
         self._recent: list = []  # measure "trained": this experience's last batches
 
     def setup(self, ctx) -> None:
@@ -114,6 +120,10 @@ class Net2Net(Strategy):
             raise ConfigError(f"net2net grows the {', '.join(GROWABLE)} models, not "
                               f"{ctx.model.name!r}; use --model mlp or --model convnet")
         self._experiences = list(ctx.stream.experiences)
+        if "latent" in ctx.cfg.strategies:  # its codes are the output of backbone[:layer]:
+            from .latent import LatentParams  # growth only above them keeps them valid
+
+            self._floor = LatentParams(**ctx.cfg.strategy_args.get("latent", {})).layer
         start, cap = self._at_end(ctx.model), self.params.max_params
         if cap and cap < start:
             raise ConfigError(f"net2net.max_params {cap:,} is below the starting network's "
@@ -174,7 +184,12 @@ class Net2Net(Strategy):
         if self._grown >= self.params.per_experience:
             return self._refuse(ctx, base, f"net2net.per_experience {self.params.per_experience} "
                                            f"growths already made in this experience")
-        op, layer, new_width = self._choice(model, acc)
+        choice = self._choice(model, acc)
+        if choice is None:
+            return self._refuse(ctx, base, f"latent replay stores the output of backbone module "
+                                           f"{self._floor - 1}, above every hidden layer: a "
+                                           f"growth would change its codes (lower latent.layer)")
+        op, layer, new_width = choice
         before, cap = n_params(model), self.params.max_params
         after, end = self._sizes(model, op, layer, new_width, data)
         clipped = ""
@@ -229,15 +244,21 @@ class Net2Net(Strategy):
         self._apply(trial, op, layer, new_width, data, torch.Generator().manual_seed(0), 0.0)
         return n_params(trial), self._at_end(trial)
 
-    def _choice(self, model, acc: float) -> tuple[str, int, int]:
+    def _choice(self, model, acc: float) -> tuple[str, int, int] | None:
+        """The growth to try, or None when every hidden layer sits below the latent-replay codes
+        (widening one there, or deepening after it, would change what the codes are)."""
         from ..models.net2net import _hidden, _width
 
         seq = model.backbone
-        widths = [_width(seq[i]) for i in _hidden(seq)]
+        hidden = _hidden(seq)
+        widths = [_width(seq[i]) for i in hidden]
+        free = [i for i, k in enumerate(hidden) if k >= self._floor]
+        if not free:
+            return None
         if self._last is not None and self._last[0] == "widen" and \
                 acc - self._last[1] < self.params.min_gain:
             return "deepen", len(widths) - 1, widths[-1]  # widening stopped helping
-        layer = min(range(len(widths)), key=lambda i: (widths[i], i))  # the narrowest first
+        layer = min(free, key=lambda i: (widths[i], i))  # the narrowest first
         return "widen", layer, widths[layer] + max(1, int(round(widths[layer] * self.params.widen)))
 
     def _apply(self, model, op, layer, new_width, data, generator, noise):
