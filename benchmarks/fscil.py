@@ -286,6 +286,7 @@ def fscil_seed(name: str, data, seed: int, epochs: int | None, threads: int, che
     y_te = [e.y_test.numpy() for e in exps]
     out["seconds"]["features"] = time.perf_counter() - t0
     base_n = len(y_te[0])
+
     def seen(parts: list) -> list:  # session i's test set: the test rows of sessions 0..i
         return [np.concatenate(parts[:i + 1]) for i in range(len(parts))]
 

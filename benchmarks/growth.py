@@ -170,8 +170,8 @@ def steps_to_accuracy(data, seed: int, teacher_steps: int, random: list[float],
         return next(((i + 1) * EVERY for i, a in enumerate(curve) if a >= level), None)
 
     levels = {f"-{v:g}": target - v / 100 for v in LEVELS} | {"target": target}
-    return {"teacher": list(teacher_width), "teacher_steps": teacher_steps, "target": target, "teacher_acc": taught[-1], "student_final": student[-1],
-            "kept_final": kept[-1],
+    return {"teacher": list(teacher_width), "teacher_steps": teacher_steps, "target": target,
+            "teacher_acc": taught[-1], "student_final": student[-1], "kept_final": kept[-1],
             "steps": {k: {"random": first(random, v), "student": first(student, v),
                           "kept": first(kept, v)} for k, v in levels.items()},
             "grow_ms": grow_ms, "curves": {"teacher": taught, "student": student,

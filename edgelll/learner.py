@@ -37,7 +37,7 @@ from .errors import CheckpointError, ConfigError, EdgelllError
 from .evaluation import autocast, evaluate_all
 from .models import create_model, rebuild
 from .models.preprocess import dtype_name
-from .optim import SGD, Adam, carry_optimizer_state, make_optimizer, optimizer_order
+from .optim import SGD, Adam, carry_optimizer_state, make_optimizer
 from .plots import run_title, write_acc_csv
 from .report import Reporter, planned_steps
 from .guards import SHAPE_ERRORS, check_model, check_plan, shape_error
@@ -210,9 +210,8 @@ class Learner:
             for name in ckpt["frozen"]:  # trainability is the run's state, not the model's spec
                 params[name].requires_grad_(False)
             if "probe" in ckpt:  # a growth re-measures the network; older checkpoints lack it
-                self.probe = Probe(int(ckpt["probe"][0]), int(ckpt["probe"][1]))
-            # checkpoints before the order was stored: the model's order, as they were made
-            self.optimizer = make_optimizer(self.cfg, self.model, ckpt.get("optimizer_params"))
+                self.probe = Probe(*ckpt["probe"])  # two counts (check_checkpoint)
+            self.optimizer = make_optimizer(self.cfg, self.model)
             if self.optimizer is not None:
                 self.optimizer.load_state_dict(ckpt["optimizer"])
             for s in self.strategies:
@@ -446,9 +445,6 @@ class Learner:
             "model": self.model.state_dict(),
             "frozen": [k for k, p in self.model.named_parameters() if not p.requires_grad],
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            # its state is by position, and a growth appends the layers it adds: the order too
-            "optimizer_params": (optimizer_order(self.optimizer, self.model)
-                                 if self.optimizer is not None else None),
             # the FLOPs and activations counted from here, as measured after the last growth
             "probe": [self.probe.activation_bytes, self.probe.forward_flops],
             "strategies": {s.name: s.state_dict() for s in self.strategies}, "rng": rng,

@@ -188,33 +188,16 @@ class SGD(_Optimizer):
         return bufs
 
 
-def make_optimizer(cfg: LearnConfig, model: nn.Module,
-                   order: list[str] | None = None) -> Adam | SGD | None:
+def make_optimizer(cfg: LearnConfig, model: nn.Module) -> Adam | SGD | None:
     """edgelll's Adam or SGD over the trainable parameters (torch's results bit for bit, without
     importing torch._dynamo); None when nothing is trainable (a frozen backbone under a
-    closed-form head), and then no step takes a backward pass. ``order``: the parameters' names
-    in the order of the optimizer being restored (:func:`optimizer_order`), whose state is stored
-    by position; a growth appends the layers it adds, so that order need not be the model's."""
-    if order is not None:
-        named = dict(model.named_parameters())
-        missing = [n for n in order if n not in named]
-        if missing:
-            raise KeyError(f"the optimizer's parameter {missing[0]!r} is not in the model")
-        params = [named[n] for n in order]
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
+    closed-form head), and then no step takes a backward pass."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return None
     if cfg.optimizer == "adam":
         return Adam(params, lr=cfg.lr)
     return SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-
-
-def optimizer_order(optimizer: Adam | SGD, model: nn.Module) -> list[str]:
-    """The names of ``optimizer``'s parameters in its own order (one group, as
-    :func:`make_optimizer` makes): what a checkpoint needs to restore its state by position."""
-    name_of = {id(p): n for n, p in model.named_parameters()}
-    return [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def carry_optimizer_state(old: Adam | SGD, old_names: dict[str, nn.Parameter],

@@ -115,10 +115,6 @@ def check_checkpoint(ckpt: dict, path: Path, n_experiences: int, class_order: li
     if not (measured is None or (isinstance(measured, (list, tuple)) and len(measured) == 2
                                  and all(isinstance(v, int) and v >= 0 for v in measured))):
         raise _corrupt(path, f"its probe {measured!r} is not two counts (activation bytes, FLOPs)")
-    order = ckpt.get("optimizer_params")  # absent in checkpoints written before it was kept
-    if not (order is None or (isinstance(order, list) and len(set(order)) == len(order)
-                              and set(order) <= set(ckpt["model"]))):
-        raise _corrupt(path, "its optimizer's parameter order does not name the model's")
     frozen = ckpt.get("frozen")
     if not (isinstance(frozen, list) and set(frozen) <= set(ckpt["model"])):
         raise _corrupt(path, "its list of frozen parameters does not name the model's")

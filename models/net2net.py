@@ -340,7 +340,8 @@ def map_optimizer_state(optimizer, before: dict[str, Tensor], model: nn.Module,
     """Point ``optimizer`` (edgelll.optim or torch.optim Adam/SGD) at ``model``'s parameters after
     ``growth``, in place, its state mapped like the parameters' gradients: Adam's first moment and
     SGD's momentum as ``"grad"``, Adam's second moment as ``"grad2"``, the step count copied. The
-    layer a deepening adds joins the first group with no state (as a new parameter would).
+    layer a deepening adds joins the first group with no state (as a new parameter would), at
+    its place in the model's order.
     ``before`` is ``dict(model.named_parameters())`` taken before the growth."""
     name_of = {id(p): n for n, p in before.items()}
     now = dict(model.named_parameters())
@@ -355,8 +356,14 @@ def map_optimizer_state(optimizer, before: dict[str, Tensor], model: nn.Module,
             if old:
                 state[q] = {key: _map_state(key, v, name, growth) for key, v in old.items()}
         group["params"] = params
-    optimizer.param_groups[0]["params"] += [now[n] for n in growth.added
-                                            if n in now and now[n].requires_grad]
+    # the added layer joins where the model has it, not at the end: the optimizer keeps the
+    # model's order, which a checkpoint's state (stored by position) is restored in
+    first = optimizer.param_groups[0]
+    added = [now[n] for n in growth.added if n in now and now[n].requires_grad]
+    members = {id(p) for p in first["params"] + added}
+    in_model = [p for p in model.parameters() if id(p) in members]
+    placed = {id(p) for p in in_model}
+    first["params"] = in_model + [p for p in first["params"] if id(p) not in placed]
     optimizer.state.clear()
     optimizer.state.update(state)
 

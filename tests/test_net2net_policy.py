@@ -16,6 +16,7 @@ from edgelll.data import load_dataset
 from edgelll.errors import ConfigError
 from edgelll.export import ExportOptions, export_run
 from edgelll.learner import Learner
+from edgelll.models import rebuild
 
 
 def _cfg(**kw):
@@ -167,10 +168,10 @@ def test_bad_settings_are_refused(settings, match, data):
 
 
 def test_a_run_resumes_after_an_experience_that_deepened(data, tmp_path):
-    """A deepening adds its layer at the end of the optimizer's parameters, not in the model's
-    order; the checkpoint of that experience must restore Adam's state to the right tensors
-    (it was refused, 'exp_avg has shape (4, 150), the parameter (150, 150)', before the order
-    was kept)."""
+    """A deepening adds a layer inside the backbone; Adam's state in the checkpoint is stored by
+    position, so the optimizer must hold the new layer at its place in the model's order (it
+    was appended at the end, and resuming from that experience was refused: 'exp_avg has shape
+    (4, 150), the parameter (150, 150)')."""
     cfg = _cfg(tasks=2, net2net={"min_gain": 1.0})  # every widening is followed by a deepening
     root = tmp_path / "run"
     result = edgelll.learn(cfg, data=data, run_dir=root, plot="none")
@@ -178,8 +179,11 @@ def test_a_run_resumes_after_an_experience_that_deepened(data, tmp_path):
     assert [e["op"] for e in events if e["experience"] == 0 and e["event"] == "growth"] == [
         "widen", "deepen"]
     ckpt = torch.load(root / "checkpoints" / "exp000.pt", weights_only=True)
-    names = [n for n, _ in edgelll.load_model(root).named_parameters()]
-    assert ckpt["optimizer_params"] != names[:len(ckpt["optimizer_params"])]  # not model order
+    model = rebuild(ckpt["spec"])
+    model.load_state_dict(ckpt["model"])
+    shapes = [tuple(p.shape) for n, p in model.named_parameters() if n not in ckpt["frozen"]]
+    state = ckpt["optimizer"]["state"]  # by position in the optimizer's parameter list
+    assert [tuple(state[i]["exp_avg"].shape) for i in range(len(shapes))] == shapes
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     (copy / "checkpoints" / "exp001.pt").unlink()
