@@ -11,7 +11,7 @@ label and its task (-1: any task):
   ``blocks`` (independent columns) as one linear map with zeros outside each block's slice.
 - ``ncm``: nearest class mean (Mensink et al. 2013; iCaRL's nearest-mean-of-exemplars, Rebuffi
   et al. 2017, arXiv:1611.07725) as per-row feature sums and counts.
-- the gradient-free kinds ``hebbian``, ``competitive`` and ``neural-gas``
+- the gradient-free kinds ``hebbian``, ``competitive``, ``neural-gas`` and ``slda``
   (``edgelll.models.gradient_free``) as their buffers and option values (``params``), the arrays
   :data:`edgelll.runtime.format.HEAD_ARRAYS` names; the device runs the same rules on them.
 
@@ -36,7 +36,7 @@ def head_arrays(model) -> dict:
         units = np.arange(n)
         return {"kind": "ncm", "sums": _np(head.sums), "counts": _np(head.counts),
                 "cosine": head.cosine, **_rows(labels, units, np.full(n, -1))}
-    if head.kind in ("hebbian", "competitive", "neural-gas"):
+    if head.kind in ("hebbian", "competitive", "neural-gas", "slda"):
         n = head.n_rows
         arrays = {k: (getattr(head, k).cpu().numpy() if k == "alive" else _np(getattr(head, k)))
                   for k in HEAD_ARRAYS[head.kind]}

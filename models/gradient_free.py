@@ -1,6 +1,6 @@
 """Heads that learn without gradients, for training (torch, CPU or CUDA): the array-API rules of
 ``edgelll.runtime`` (:mod:`edgelll.runtime.hebbian`, :mod:`~edgelll.runtime.competitive`,
-:mod:`~edgelll.runtime.neural_gas`) on torch tensors, the same functions the device runs on numpy.
+:mod:`~edgelll.runtime.neural_gas`, :mod:`~edgelll.runtime.slda`) on torch tensors, the same functions the device runs on numpy.
 
 Each is a closed-form head (``learns = "closed-form"``, :meth:`update` under ``no_grad``) that
 decides predictions on its own (``decides``): with an ``inner`` gradient head, training mode
@@ -19,6 +19,7 @@ from edgelll.runtime.competitive import (class_scores, competitive_update, shot_
                                          unit_owner)
 from edgelll.runtime.hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from edgelll.runtime.neural_gas import fill_slots, ng_update
+from edgelll.runtime.slda import slda_prepare, slda_scores, slda_update
 
 from .heads import Head
 
@@ -26,7 +27,8 @@ DEFAULTS = {"hebbian": {"oja": False, "lr": 0.01, "balanced": True},
             "competitive": {"per_class": 3, "lr": 0.1, "decay": 0.0, "by": "distance",
                             "lvq": False},
             "neural-gas": {"per_class": 5, "eps": 0.05, "lam": 1.0, "tau": 100.0,
-                           "max_age": 50.0, "max_nodes": 0}}
+                           "max_age": 50.0, "max_nodes": 0},
+            "slda": {"shrink": 1.0, "prior": 0.0}}
 
 
 class GradientFreeHead(Head):
@@ -210,7 +212,50 @@ class NeuralGasHead(GradientFreeHead):
         return class_scores(feats, self.nodes, self.per_class, self.alive)
 
 
-KINDS = {h.kind: h for h in (HebbianHead, CompetitiveHead, NeuralGasHead)}
+class SLDAHead(GradientFreeHead):
+    """Class sums and counts and one shared within-class scatter (streaming LDA)."""
+
+    kind, units = "slda", "sums"
+
+    def _build(self, n, device) -> None:
+        d = self.n_features
+        self.register_buffer("sums", torch.zeros(n, d, device=device))
+        self.register_buffer("counts", torch.zeros(n, device=device))
+        self.register_buffer("scatter", torch.zeros(d, d, device=device))
+        self._prepared = (None, None)  # (what it was computed from, P and projected means)
+
+    def _grow(self, n) -> None:
+        self.sums = torch.cat([self.sums, self.sums.new_zeros(n, self.n_features)])
+        self.counts = torch.cat([self.counts, self.counts.new_zeros(n)])
+
+    def learn(self, feats, y) -> None:
+        self.sums, self.counts, self.scatter = slda_update(self.sums, self.counts, self.scatter,
+                                                           feats, y)
+
+    def reset(self, classes) -> None:
+        """Forget ``classes``; the scatter cannot be split by class, so it keeps the others'
+        share of it (scaled by the samples that stay): exact when every class goes, as after
+        the one experience that trains the backbone."""
+        total = float(self.counts.sum()) + self.params["prior"]
+        keep = total - float(self.counts[classes].sum())
+        self.scatter *= keep / total if total > 0 else 0.0
+        self.sums[classes] = 0
+        self.counts[classes] = 0
+
+    def summary(self) -> dict:
+        return {"classes": self.n_rows, "samples": int(self.counts.sum()),
+                "shrink": float(self.params["shrink"])}
+
+    def scores(self, feats):
+        key = tuple((t.data_ptr(), t._version) for t in (self.sums, self.counts, self.scatter))
+        key += (self.params["shrink"],)
+        if self._prepared[0] != key:  # one eigendecomposition per change of the state
+            self._prepared = (key, slda_prepare(self.sums, self.counts, self.scatter,
+                                                self.params["shrink"]))
+        return slda_scores(feats, *self._prepared[1])
+
+
+KINDS = {h.kind: h for h in (HebbianHead, CompetitiveHead, NeuralGasHead, SLDAHead)}
 
 
 def from_spec(spec: dict, make_inner) -> GradientFreeHead:

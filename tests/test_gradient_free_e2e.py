@@ -1,4 +1,4 @@
-"""The gradient-free heads as strategies: ``-s hebbian`` / ``competitive`` / ``neural-gas`` with
+"""The gradient-free heads as strategies: ``-s hebbian`` / ``competitive`` / ``neural-gas`` / ``slda`` with
 ``--freeze-backbone-after 1`` learn only in the head once the backbone is frozen, checkpoints hold
 the head, a head larger than the budget is refused before training, and ``edgelll export
 --split`` gives a head that ``edgelll.runtime.Model`` predicts with as torch does, then learns a
@@ -19,7 +19,8 @@ from edgelll.export import ExportOptions, export_run
 from edgelll.learner import Learner
 from edgelll.runtime import Model
 
-KINDS = {"hebbian": {}, "competitive": {"per_class": 2}, "neural-gas": {"per_class": 3}}
+KINDS = {"hebbian": {}, "competitive": {"per_class": 2}, "neural-gas": {"per_class": 3},
+         "slda": {}}
 
 
 def _cfg(kind, **kw):
@@ -83,14 +84,18 @@ def test_only_the_head_learns_once_the_backbone_is_frozen(digits):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_the_head_is_planned_and_one_over_the_budget_is_refused_before_training(kind, digits):
     planned = Learner(_cfg(kind), data=digits).planned
-    units = {"hebbian": 1, "competitive": 2, "neural-gas": 3}[kind]
+    units = {"hebbian": 1, "competitive": 2, "neural-gas": 3, "slda": 1}[kind]
     m = 10 * units  # float32 rows of 32 features, per-unit wins/ages, per-class counts
     head = {"hebbian": m * 128 + 40, "competitive": m * (128 + 4) + 40,
-            "neural-gas": m * (128 + 4 + 1) + m * m * 4}[kind]  # + alive, edge ages
+            "neural-gas": m * (128 + 4 + 1) + m * m * 4,  # + alive, edge ages
+            "slda": m * 128 + 40 + 32 * 32 * 4}[kind]  # + the (D, D) scatter
     assert planned["buffers"] - 8 == head  # the head's state, beside the input normalisation
     total = sum(planned.values())
     Learner(_cfg(kind, memory=total), data=digits)  # fits exactly
-    if kind == "hebbian":
+    if kind in ("hebbian", "slda"):  # no setting sizes them: one byte less is refused
+        with pytest.raises(BudgetError) as err:
+            Learner(_cfg(kind, memory=total - 1), data=digits)
+        assert "\n" not in str(err.value)
         return
     bigger = {**KINDS[kind], "per_class": units + 1}  # one more unit per class: over the budget
     with pytest.raises(BudgetError, match="buffers") as err:

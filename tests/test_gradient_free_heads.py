@@ -14,7 +14,7 @@ from edgelll.runtime.state import load_state, save_state
 
 KINDS = {"hebbian": {}, "hebbian-oja": {"oja": True, "lr": 0.05},
          "competitive": {"per_class": 2, "lvq": True},
-         "neural-gas": {"per_class": 3, "max_nodes": 20}}
+         "neural-gas": {"per_class": 3, "max_nodes": 20}, "slda": {"shrink": 0.3}}
 
 
 def _kind(name):

@@ -30,7 +30,7 @@ REFUSED = {
     frozenset({"icarl", "ncm"}): "class means",
 }
 # the gradient-free heads: one head that decides predictions per run, in one shared feature space
-_FREE = ("hebbian", "competitive", "neural-gas")
+_FREE = ("hebbian", "competitive", "neural-gas", "slda")
 REFUSED.update({frozenset({"independent", g}): "shared feature space" for g in _FREE})
 # progressive runs in the task scenario only, where these do not
 REFUSED.update({frozenset({"progressive", s}): "scenario"

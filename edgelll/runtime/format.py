@@ -158,9 +158,10 @@ def load_arrays(path: str | Path, expect: str) -> tuple[dict[str, np.ndarray], d
 
 HEAD_ARRAYS = {"linear": ("weight", "bias"), "ncm": ("sums", "counts"),
                "hebbian": ("weight", "counts"), "competitive": ("protos", "wins"),
-               "neural-gas": ("nodes", "ages", "alive", "edge_age")}
+               "neural-gas": ("nodes", "ages", "alive", "edge_age"),
+               "slda": ("sums", "counts", "scatter")}
 """The arrays of each head kind (float32, except ``alive``: bool), rows indexed by class (the
-prototype kinds: ``per_class`` consecutive units per class)."""
+prototype kinds: ``per_class`` consecutive units per class; slda's ``scatter``: ``(D, D)``)."""
 
 
 def save_head(path: str | Path, head: dict) -> None:

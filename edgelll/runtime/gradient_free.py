@@ -11,6 +11,9 @@ that training runs on torch tensors:
 - :class:`NeuralGasHead` ("neural-gas"): per-class node slots of :mod:`.neural_gas` with
   age-stabilised steps and competitive Hebbian edges; a new class's nodes start from its shots
   (TOPIC, Tao et al. 2020, arXiv:2004.10956) within ``max_nodes``.
+- :class:`SLDAHead` ("slda"): streaming LDA of :mod:`.slda`, class means and one shared
+  within-class scatter that every sample updates; a new class appends its sums and counts and
+  adds its shots' spread to the scatter.
 
 Every head keeps one row per class (``labels``, ``tasks``) and scores classes; option values
 travel in ``params``, the arrays in :data:`edgelll.runtime.format.HEAD_ARRAYS`.
@@ -27,6 +30,7 @@ from .hebbian import hebbian_scores, hebbian_update, oja_init, oja_update
 from .heads import Head
 from .rules import normalize_rows
 from .neural_gas import fill_slots, ng_update
+from .slda import slda_prepare, slda_scores, slda_update, within_scatter
 
 
 def _sq_dist(x: np.ndarray, units: np.ndarray, sq: np.ndarray) -> np.ndarray:
@@ -352,9 +356,87 @@ class NeuralGasHead(_UnitNorms, Head):
                 "params": dict(self.params)}
 
 
+class SLDAHead(Head):
+    kind, learns = "slda", "closed-form"
+
+    def __init__(self, sums, counts, scatter, labels, tasks, names=None, shrink: float = 1.0,
+                 prior: float = 0.0) -> None:
+        super().__init__(labels, tasks, names)
+        self.sums = np.asarray(sums, dtype=np.float32).copy()
+        self.counts = np.asarray(counts, dtype=np.float32).copy()
+        self.scatter = np.asarray(scatter, dtype=np.float32).copy()
+        d = self.n_features
+        if self.scatter.shape != (d, d):
+            raise ValueError(f"a scatter shaped {self.scatter.shape} for {d} features")
+        if not (np.isfinite(shrink) and shrink >= 0 and np.isfinite(prior) and prior >= 0):
+            raise ValueError(f"shrink {shrink} and prior {prior} must be numbers >= 0")
+        self.params = {"shrink": float(shrink), "prior": float(prior)}
+        self._prepared = None  # (P, projected means, known) until the head learns again
+
+    @property
+    def n_features(self) -> int:
+        return int(self.sums.shape[1])
+
+    def scores(self, feats, task_ids=None) -> np.ndarray:
+        feats = self.check_features(feats)
+        if self._prepared is None:  # an eigendecomposition of the scatter, once per change
+            self._prepared = slda_prepare(self.sums, self.counts, self.scatter,
+                                          self.params["shrink"])
+        return self._masked(slda_scores(feats, *self._prepared), task_ids)
+
+    def learn_rows(self, feats, rows) -> None:
+        if len(rows) == 1:
+            # One sample of class j (n_j so far): the scatter gains n_j/(n_j+1) d d^T with
+            # d = x - mu_j, the pairwise update at b = 1, as one rank-1 update in place
+            j, x = int(rows[0]), feats[0]
+            n = self.counts[j]
+            if n > 0:
+                d = x - self.sums[j] / n
+                self.scatter += (n / (n + np.float32(1))) * np.multiply.outer(d, d)
+            self.sums[j] += x
+            self.counts[j] += np.float32(1)
+        else:
+            self.sums, self.counts, self.scatter = slda_update(self.sums, self.counts,
+                                                               self.scatter, feats, rows)
+        self._prepared = None
+
+    def learn(self, feats, y, task_ids=None) -> None:
+        feats = self.check_features(feats)
+        self.learn_rows(feats, self.rows_of(y, task_ids))
+
+    def seed_scatter(self, feats, y) -> None:
+        """Add the within-class spread of labelled features whose classes the head does not keep
+        (a backbone's own training data, say) to the scatter, as a prior for the metric; ``y``
+        any labels, one per row, of at least one class with two samples."""
+        feats = self.check_features(feats)
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(feats):
+            raise DataError(f"seed_scatter needs one label per feature row, got {len(feats)} "
+                            f"rows and {len(y)} labels")
+        classes, inv = np.unique(y, return_inverse=True)
+        if len(feats) <= len(classes):
+            raise DataError("seed_scatter needs a class with two samples or more: a class's "
+                            "spread is measured around its own mean")
+        self.scatter = self.scatter + within_scatter(feats, inv, len(classes))
+        self.params["prior"] += float(len(feats))
+        self._prepared = None
+
+    def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
+        feats = self.check_features(feats)
+        self.sums = np.concatenate([self.sums, np.zeros((1, self.n_features), np.float32)])
+        self.counts = np.append(self.counts, np.float32(0))
+        self._add_row(label, task, name)
+        self.learn_rows(feats, np.full(len(feats), len(self.labels) - 1, dtype=np.int64))
+
+    def to_arrays(self) -> dict:
+        return {**self._base_arrays(), "sums": self.sums.copy(), "counts": self.counts.copy(),
+                "scatter": self.scatter.copy(), "params": dict(self.params)}
+
+
 KINDS = {"hebbian": (HebbianHead, ("weight", "counts")),
          "competitive": (CompetitiveHead, ("protos", "wins")),
-         "neural-gas": (NeuralGasHead, ("nodes", "ages", "alive", "edge_age"))}
+         "neural-gas": (NeuralGasHead, ("nodes", "ages", "alive", "edge_age")),
+         "slda": (SLDAHead, ("sums", "counts", "scatter"))}
 
 
 def from_arrays(head: dict) -> Head:
@@ -370,6 +452,8 @@ def row_shape(head: Head) -> tuple[int]:
     c = len(head.labels)
     if isinstance(head, HebbianHead):
         shapes = [head.weight.shape[:1], head.counts.shape]
+    elif isinstance(head, SLDAHead):
+        shapes = [head.sums.shape[:1], head.counts.shape]
     else:
         k = head.params["per_class"]
         units = head.protos if isinstance(head, CompetitiveHead) else head.nodes
@@ -384,6 +468,6 @@ def empty_head(kind: str, n_features: int, **params) -> Head:
     cls, keys = KINDS[kind]
     d = int(n_features)
     zeros = {"weight": (0, d), "counts": (0,), "protos": (0, d), "wins": (0,), "nodes": (0, d),
-             "ages": (0,), "alive": (0,), "edge_age": (0, 0)}
+             "ages": (0,), "alive": (0,), "edge_age": (0, 0), "sums": (0, d), "scatter": (d, d)}
     arrays = [np.zeros(zeros[k], bool if k == "alive" else np.float32) for k in keys]
     return cls(*arrays, np.zeros(0, np.int64), np.zeros(0, np.int64), {}, **params)

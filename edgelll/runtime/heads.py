@@ -250,7 +250,7 @@ def head_from_arrays(head: dict, lr: float = 0.01) -> Head:
             rows, width = len(out.labels), _gradient_free().row_shape(out)
         else:
             raise DataError(f"unknown head kind {kind!r}; expected 'linear', 'ncm', "
-                            f"'hebbian', 'competitive' or 'neural-gas'")
+                            f"'hebbian', 'competitive', 'neural-gas' or 'slda'")
     except KeyError as exc:
         raise DataError(f"the {kind} head lacks its {exc.args[0]!r} array; export it again") from None
     except (TypeError, ValueError) as exc:

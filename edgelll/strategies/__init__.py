@@ -46,6 +46,11 @@ def strategy_params(name: str, raw: dict) -> dict:
         default = fields[key].default
         if value is None or (isinstance(value, str) and value.lower() in ("none", "auto")):
             values[key] = None
+        elif default is None and fields[key].metadata.get("number") == "float":
+            try:  # an optional number (None: auto)
+                values[key] = coerce(f"{name}.{key}", value, 0.0)
+            except ConfigError:
+                raise ConfigError(f"{name}.{key} must be auto or a number, got {value!r}") from None
         elif default is None:  # optional counts (None: sized automatically)
             if not _is_int(value) or isinstance(value, bool):
                 raise ConfigError(f"{name}.{key} must be a whole number or auto, got {value!r}")

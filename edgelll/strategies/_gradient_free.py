@@ -17,7 +17,7 @@ from .base import Batch, Strategy
 from .replay import embed
 
 # strategies whose heads decide predictions with their own class scores: one per run
-DECIDING = ("ncm", "icarl", "hebbian", "competitive", "neural-gas")
+DECIDING = ("ncm", "icarl", "hebbian", "competitive", "neural-gas", "slda")
 
 
 class GradientFreeStrategy(Strategy):

@@ -55,6 +55,7 @@ _REFUSED = {
     "hebbian": "keeps its head over the features a growth widens",
     "competitive": "keeps its head over the features a growth widens",
     "neural-gas": "keeps its head over the features a growth widens",
+    "slda": "keeps its head over the features a growth widens",
 }
 
 

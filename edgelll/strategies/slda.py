@@ -1,0 +1,63 @@
+"""Streaming linear discriminant analysis over the backbone's features (Hayes & Kanan 2020,
+"Lifelong Machine Learning with Deep Streaming Linear Discriminant Analysis", arXiv:1909.01520),
+learnt without gradients: class means and one within-class scatter shared by every class, both
+updated by every sample, and prediction by the nearest mean in the scatter's shrunk Mahalanobis
+metric,
+
+    y*(x) = argmin_c || (x - mu_c) P ||,   P = V diag( sqrt((1 + s) m / (l + s m)) ) V^T,
+
+``S = V diag(l) V^T`` the scatter and ``m = trace(S) / D`` (``edgelll.runtime.slda``; the array API
+rule a device runs in numpy). Where ``--whiten`` fits such a map once on the base session, this
+head refits it as new classes arrive, so their spread joins the metric. ``shrink`` is ``s``:
+``auto`` (the default) chooses it as ``--whiten auto`` does, on the features of the last
+experience that trains the backbone (class folds posing as ``--shots``-shot classes); it is 1
+until then. Use it on a frozen backbone: ``edgelll learn -s slda --freeze-backbone-after 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError
+from ._gradient_free import GradientFreeStrategy
+from .base import Batch
+from .replay import embed
+
+
+@dataclass(frozen=True)
+class SLDAParams:
+    shrink: float | None = field(default=None, metadata={
+        "number": "float",
+        "help": "shrinkage of the metric toward plain NCM: auto (chosen on the base session) "
+                "or a number >= 0 (0: Fisher's discriminant)"})
+
+    def __post_init__(self) -> None:
+        if self.shrink is not None and not self.shrink >= 0:
+            raise ConfigError(f"slda.shrink must be auto or a number >= 0, got {self.shrink}")
+
+
+class SLDA(GradientFreeStrategy):
+    name = "slda"
+    description = "streaming LDA: class means and a shared covariance, learnt without gradients"
+    Params = SLDAParams
+    head_kind = "slda"
+
+    def head_params(self) -> dict:
+        return {"shrink": 1.0 if self.params.shrink is None else float(self.params.shrink)}
+
+    @torch.no_grad()
+    def after_experience(self, ctx, exp, data: Batch) -> None:
+        model = ctx.model
+        if not any(p.requires_grad for p in model.backbone.parameters()):
+            return  # every feature the head learned from came from this backbone
+        head = model.head.find(self.head_kind)
+        feats = embed(model, data.x)
+        head.refit(feats, data.y)
+        if self.params.shrink is None and len(torch.unique(data.y)) >= 2:
+            from ..runtime.whiten import choose_shrink
+
+            head.params["shrink"], _ = choose_shrink(
+                feats.flatten(1).cpu().numpy(), data.y.cpu().numpy(), ctx.cfg.shots or 5,
+                ctx.cfg.seed)
