@@ -42,6 +42,13 @@ each 5-shot class), then refitted on all of them; no test sample chooses anythin
 std over seeds), on the base and the new classes, and the session table (first, last, average,
 drop = first - last), all weighted by test samples as ``metrics.json``'s ``fscil`` is.
 
+``slda`` (added after the whitened rows): streaming LDA, ``edgelll.runtime.slda``, class means and
+one within-class scatter that every sample, base and shots alike, updates; the metric is
+``--whiten``'s map of the running scatter, its shrinkage ``--whiten auto``'s choice on the base
+(what ``-s slda``'s ``shrink=auto`` picks). On the long stream its scatter is seeded with the
+background characters' within-class scatter (``seed_scatter``, the data the map is fitted on),
+and each new character's 15 drawings add to it.
+
 Whitened rows (``<head>, whitened``): the same heads on the features after ``--whiten auto``'s map
 (``edgelll.runtime.whiten.fit_whitening`` on the base session's features and labels alone, its
 shrinkage chosen on base-class folds posing as K-shot classes); ``joint linear, whitened
@@ -50,9 +57,9 @@ classifiers, under another penalty). The targets take the best of every head row
 better of the two bounds.
 
 Check: for seed 0 of every FSCIL set, ``edgelll.learn`` with ``-s ncm --freeze-backbone-after 1``
-end to end must give the numpy NCM row's accuracies after every session (within 1e-9), and with
-``--whiten auto`` the ``ncm, whitened`` row's (within 3e-4: the run applies the map in float32
-torch, so a sample on a boundary may fall the other way).
+end to end must give the numpy NCM row's accuracies after every session (within 1e-9), with
+``--whiten auto`` the ``ncm, whitened`` row's, and ``-s slda`` the ``slda`` row's (within 3e-4:
+the run applies the map in float32 torch, so a sample on a boundary may fall the other way).
 
 ``omniglot-long`` (OML, Javed & White 2019; ANML, Beaulieu et al. 2020): a backbone trained by
 ``edgelll.learn`` on the 964 background characters (15 drawings each, one experience, ``convnet``,
@@ -118,19 +125,25 @@ HEADS = {  # row -> (runtime kind, the strategy's default settings)
                                          "by": "distance", "lvq": True}),
     "neural-gas": ("neural-gas", {"per_class": 5, "eps": 0.05, "lam": 1.0, "tau": 100.0,
                                   "max_age": 50.0, "max_nodes": 0}),
+    # added after the whitened rows: the shrinkage is --whiten auto's choice (slda.shrink auto)
+    "slda": ("slda", {"shrink": "auto"}),
 }
 NAIVE, JOINT = "fine-tuning (naive)", "joint linear (upper bound)"
 JOINT_W = "joint linear, whitened features"
-WHITENED = {f"{row}, whitened": spec for row, spec in HEADS.items()}  # the same heads after --whiten
+# the same heads after --whiten (slda fits its own such map, from its running scatter)
+WHITENED = {f"{row}, whitened": spec for row, spec in HEADS.items() if spec[0] != "slda"}
 ALL_HEADS = {**HEADS, **WHITENED}
 JOINT_L2, JOINT_ITERS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), 300  # the L2 grid, L-BFGS iterations
 CHUNK = 256  # the base session's learning chunks, as the strategies' refit
-CHECKS = {None: "edgelll learn -s ncm --freeze-backbone-after 1",
-          "auto": "edgelll learn -s ncm --freeze-backbone-after 1 --whiten auto"}
-# The whitened route's run applies the map in torch (float32 matmul), the numpy row in numpy:
-# rounding may move a sample that sits on a boundary, so its accuracies may differ by a sample
-# or two of a session's test set (the raw route must agree exactly).
-CHECK_TOL = {None: 1e-9, "auto": 3e-4}
+# (strategy, --whiten, the numpy row the whole run must reproduce, tolerance). The whitened
+# route's run applies the map in torch (float32 matmul), the numpy row in numpy: rounding may move
+# a sample that sits on a boundary, so its accuracies may differ by a sample or two of a session's
+# test set (the raw NCM route must agree exactly). The slda run also learns each session's shots
+# once per epoch (as every strategy does), which leaves the means as they are but adds the shots'
+# spread to the scatter ``epochs`` times where the numpy row adds it once: a slightly different
+# metric, hence the looser tolerance.
+CHECKS = [("ncm", None, "ncm", 1e-9), ("ncm", "auto", "ncm, whitened", 3e-4),
+          ("slda", None, "slda", 5e-3)]
 
 
 # -- heads on feature arrays ---------------------------------------------------------------------
@@ -148,7 +161,7 @@ def learn_base(head, kind: str, params: dict, feats: np.ndarray, y: np.ndarray) 
     """The base session as the strategies' refit learns it: chunks of 256 in the data's order, a
     class added from its rows in its first chunk, then the chunk learned (the running-mean heads,
     whose add_class already learned those rows, learn the rest of the chunk)."""
-    adds_learn = kind == "ncm" or (kind == "hebbian" and not params["oja"])
+    adds_learn = kind in ("ncm", "slda") or (kind == "hebbian" and not params["oja"])
     known: set[int] = set()
     for start in range(0, len(y), CHUNK):
         f, c = feats[start:start + CHUNK], y[start:start + CHUNK]
@@ -300,6 +313,8 @@ def fscil_seed(name: str, data, seed: int, epochs: int | None, threads: int, che
     for row, (kind, params) in ALL_HEADS.items():
         t0 = time.perf_counter()
         tr, te = spaces["whitened" if row in WHITENED else "raw"]
+        if params.get("shrink") == "auto":  # the strategy's choice: choose_shrink on the base
+            params = {**params, "shrink": white.shrink}
         head = empty_head(kind, tr[0].shape[1], params)
         learn_base(head, kind, params, tr[0], y_tr[0])
         correct = [predict(head, te[0]) == seen_y[0]]
@@ -322,12 +337,14 @@ def fscil_seed(name: str, data, seed: int, epochs: int | None, threads: int, che
     if check:
         t0 = time.perf_counter()
         out["check"] = []
-        for whiten, row in ((None, "ncm"), ("auto", "ncm, whitened")):
-            e2e = edgelll.learn(edgelll.resolve({**cfg, "strategies": ["ncm"], "whiten": whiten,
-                                                 "freeze_backbone_after": 1,
+        for strategy, whiten, row, tol in CHECKS:
+            e2e = edgelll.learn(edgelll.resolve({**cfg, "strategies": [strategy],
+                                                 "whiten": whiten, "freeze_backbone_after": 1,
                                                  "checkpoints": False}), data=data, plot="none")
             got, want = e2e.metrics["fscil"]["sessions"]["all"], out[row]["all"]
-            out["check"].append({"run": CHECKS[whiten], "row": row, "tol": CHECK_TOL[whiten],
+            run = (f"edgelll learn -s {strategy} --freeze-backbone-after 1"
+                   + (f" --whiten {whiten}" if whiten else ""))
+            out["check"].append({"run": run, "row": row, "tol": tol,
                                  "run_acc": got,
                                  "numpy_acc": want,
                                  "max_abs_diff": float(np.max(np.abs(np.subtract(got, want))))})
@@ -378,7 +395,11 @@ def long_seed(data, seed: int, epochs: int | None, threads: int) -> dict:
     for row, (kind, params) in ALL_HEADS.items():
         t0 = time.perf_counter()
         tr, te = spaces["whitened" if row in WHITENED else "raw"]
+        if params.get("shrink") == "auto":
+            params = {**params, "shrink": white.shrink}
         head = empty_head(kind, tr.shape[1], params)
+        if kind == "slda":  # its metric starts from the backbone's own data, as the map does
+            head.seed_scatter(f_bg, data.y_train[bg_tr])
         accs = {}
         for i, c in enumerate(order):
             head.add_class(tr[by_class[i]], int(c))
@@ -493,7 +514,11 @@ def markdown(results: dict, meta: dict) -> str:
              "K-shot classes; `joint linear, whitened features` is the same upper bound on the "
              "whitened features (an affine map of the raw ones, so the same family of "
              "classifiers, trained with another penalty), and the targets take the better of the "
-             "two bounds. Accuracies are on the test samples of every class seen, weighted "
+             "two bounds. `slda`: streaming LDA (`-s slda`), class means and one within-class "
+             "scatter updated by every sample, the metric `--whiten`'s map of the running "
+             "scatter (shrinkage: `auto`'s choice on the base; on the long stream the scatter "
+             "starts from the background characters'). Accuracies are on the test samples of "
+             "every class seen, weighted "
              "by samples; `first / last / average / drop` is the FSCIL session table. "
              "Omniglot's test samples are the last 5 drawings of each character; the long stream "
              "learns 600 of the 659 evaluation characters (a seeded order) one at a time from "

@@ -307,6 +307,9 @@ def _check_whiten(cfg) -> None:
                           f"session) once the backbone that made them stops training, so that "
                           f"the head learns every class in the whitened space; give "
                           f"--freeze-backbone-after 1 (got {cfg.freeze_backbone_after})")
+    if "slda" in cfg.strategies:
+        raise ConfigError("slda fits such a map itself, from a within-class scatter that every "
+                          "class updates; drop --whiten")
     if not any(s in WHITEN_HEADS for s in cfg.strategies):
         raise ConfigError(f"whiten is for the heads that learn in closed form on frozen features "
                           f"({', '.join(WHITEN_HEADS)}); add one of them with -s")

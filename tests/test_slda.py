@@ -183,3 +183,12 @@ def test_auto_picks_the_shrink_on_the_base_session_as_whiten_auto_does():
     base = learner.stream.experiences[0].train_data()
     feats = embed(learner.model, base.x).numpy()
     assert choose_shrink(feats, base.y.numpy(), 5, cfg.seed)[0] == chosen  # frozen since
+
+
+def test_whiten_beside_slda_is_refused_in_one_line():
+    import edgelll
+    from edgelll.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="slda fits such a map itself.*drop --whiten") as err:
+        edgelll.resolve({"strategies": ["slda"], "whiten": "auto", "freeze_backbone_after": 1})
+    assert "\n" not in str(err.value)
