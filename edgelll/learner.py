@@ -332,7 +332,9 @@ class Learner:
         loss = None
         loss_sum = torch.zeros((), device=self.device)
         model.train()
+        epoch = -1
         while steps < total:
+            epoch += 1  # from the second on, a closed-form head sees rows it has learned
             perm = torch.randperm(n, generator=self.generator).to(self.device)
             for start in range(0, n, bs):
                 if steps >= total:
@@ -347,7 +349,7 @@ class Learner:
                 if cfg.compute_flops is not None and flops + step_flops > cfg.compute_flops:
                     total = steps  # the next step would overrun the FLOP budget: stop here
                     break
-                loss = self._step(model, opt, own, batch, closed_form)
+                loss = self._step(model, opt, own, batch, closed_form, epoch > 0)
                 if loss is not None:
                     loss_sum += loss
                 steps += 1
@@ -391,13 +393,13 @@ class Learner:
         """The loss for the progress display (a device sync, so only when something shows it)."""
         return loss.item() if loss is not None and self.reporter.console else None
 
-    def _step(self, model, opt, own: Batch, batch: Batch, closed_form: bool):
+    def _step(self, model, opt, own: Batch, batch: Batch, closed_form: bool, again: bool = False):
         """One training step; returns the detached loss, or None when nothing is trainable."""
         ctx = self.ctx
         with autocast(self.device, self.cfg.amp):
             feats = model.forward_features(batch.x)
             if closed_form:  # the experience's own rows only: replayed ones were counted before
-                model.head.update(feats[: len(own)].detach(), own.y, own.t)
+                model.head.update(feats[: len(own)].detach(), own.y, own.t, again)
             if opt is None:
                 return None
             logits = model.forward_head(feats, batch.t)

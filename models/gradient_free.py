@@ -35,6 +35,9 @@ class GradientFreeHead(Head):
     learns = "closed-form"
     decides = True
     units: ClassVar[str] = ""  # the buffer with one row per unit
+    # a streaming statistic learns every sample once: later epochs over an experience's data
+    # would count its rows again (the prototype heads take them as further passes)
+    single_pass: ClassVar[bool] = False
 
     def __init__(self, inner: Head | None, n_features: int, n_classes: int = 0, **params) -> None:
         super().__init__()
@@ -72,9 +75,11 @@ class GradientFreeHead(Head):
         return changed
 
     @torch.no_grad()
-    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
-        self.learn(feats.flatten(1).float(), y.long())
-        super().update(feats, y, t)
+    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+               again: bool = False) -> None:
+        if not (again and self.single_pass):
+            self.learn(feats.flatten(1).float(), y.long())
+        super().update(feats, y, t, again)
 
     @torch.no_grad()
     def refit(self, feats: torch.Tensor, y: torch.Tensor, batch: int = 256) -> None:
@@ -215,7 +220,7 @@ class NeuralGasHead(GradientFreeHead):
 class SLDAHead(GradientFreeHead):
     """Class sums and counts and one shared within-class scatter (streaming LDA)."""
 
-    kind, units = "slda", "sums"
+    kind, units, single_pass = "slda", "sums", True
 
     def _build(self, n, device) -> None:
         d = self.n_features

@@ -54,10 +54,12 @@ class Head(nn.Module):
         return self.inner.adapt(exp) if self.inner is not None else False
 
     @torch.no_grad()
-    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
-        """Closed-form learning from a batch's features (a no-op for gradient heads)."""
+    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+               again: bool = False) -> None:
+        """Closed-form learning from a batch's features (a no-op for gradient heads); ``again``:
+        rows this experience has already shown (a later epoch over its data)."""
         if self.inner is not None:
-            self.inner.update(feats, y, t)
+            self.inner.update(feats, y, t, again)
 
     def chain(self) -> Iterator[Head]:
         head: Head | None = self
@@ -319,11 +321,12 @@ class NearestMeanHead(Head):
         return changed
 
     @torch.no_grad()
-    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+    def update(self, feats: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+               again: bool = False) -> None:
         if self.online:
             self.sums, self.counts = ncm_update(self.sums, self.counts, feats.flatten(1).float(),
                                                 y.long(), self.cosine)
-        super().update(feats, y, t)
+        super().update(feats, y, t, again)
 
     @torch.no_grad()
     def set_stats(self, feats: torch.Tensor, y: torch.Tensor, classes=None) -> None:

@@ -164,14 +164,14 @@ def test_the_shrink_setting_is_auto_or_a_number_at_least_zero():
             strategy_params("slda", {"shrink": bad})
 
 
-def test_auto_picks_the_shrink_on_the_base_session_as_whiten_auto_does():
+def test_a_run_learns_every_sample_once_and_auto_picks_the_shrink_on_the_base():
     import edgelll
     from edgelll.data import load_dataset
     from edgelll.learner import Learner
     from edgelll.runtime.whiten import SHRINK_GRID, choose_shrink
     from edgelll.strategies.replay import embed
 
-    cfg = edgelll.resolve({"strategies": ["slda"], "epochs": 1, "stream": "fscil",
+    cfg = edgelll.resolve({"strategies": ["slda"], "epochs": 3, "stream": "fscil",
                            "base_classes": 5, "ways": 1, "shots": 5, "sessions": 2,
                            "model_args": {"hidden": (32,)}, "freeze_backbone_after": 1,
                            "device": "cpu"})
@@ -180,9 +180,14 @@ def test_auto_picks_the_shrink_on_the_base_session_as_whiten_auto_does():
     head = learner.model.head.find("slda")
     chosen = learner.metrics()["strategies"]["slda"]["head"]["shrink"]
     assert chosen in SHRINK_GRID and head.params["shrink"] == chosen
-    base = learner.stream.experiences[0].train_data()
-    feats = embed(learner.model, base.x).numpy()
-    assert choose_shrink(feats, base.y.numpy(), 5, cfg.seed)[0] == chosen  # frozen since
+    parts = [e.train_data() for e in learner.stream.experiences]
+    feats = [embed(learner.model, b.x).numpy() for b in parts]  # the backbone frozen since
+    assert choose_shrink(feats[0], parts[0].y.numpy(), 5, cfg.seed)[0] == chosen
+    # three epochs a session, yet each shot counted once: the scatter of every sample, once
+    x, y = np.concatenate(feats), np.concatenate([b.y.numpy() for b in parts])
+    assert head.counts[5:7].tolist() == [5, 5] and head.counts.sum() == len(y)
+    np.testing.assert_allclose(head.scatter.numpy(), _pooled(x, y), rtol=1e-4,
+                               atol=1e-4 * np.abs(head.scatter.numpy()).max())
 
 
 def test_whiten_beside_slda_is_refused_in_one_line():

@@ -12,6 +12,10 @@ head refits it as new classes arrive, so their spread joins the metric. ``shrink
 ``auto`` (the default) chooses it as ``--whiten auto`` does, on the features of the last
 experience that trains the backbone (class folds posing as ``--shots``-shot classes); it is 1
 until then. Use it on a frozen backbone: ``edgelll learn -s slda --freeze-backbone-after 1``.
+
+A streaming statistic learns each sample once: the head skips the later epochs over an
+experience's data (their rows would count again in the scatter), so ``--epochs`` shapes only the
+backbone's training.
 """
 
 from __future__ import annotations
