@@ -34,8 +34,8 @@ from .replay import embed
 class SLDAParams:
     shrink: float | None = field(default=None, metadata={
         "number": "float",
-        "help": "shrinkage of the metric toward plain NCM: auto (chosen on the base session) "
-                "or a number >= 0 (0: Fisher's discriminant)"})
+        "help": "shrinkage of the metric toward plain NCM, a number >= 0 (0: Fisher's "
+                "discriminant; None: auto, chosen on the base session as --whiten auto does)"})
 
     def __post_init__(self) -> None:
         if self.shrink is not None and not self.shrink >= 0:
