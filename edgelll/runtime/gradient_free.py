@@ -371,7 +371,8 @@ class SLDAHead(Head):
         if not (np.isfinite(shrink) and shrink >= 0 and np.isfinite(prior) and prior >= 0):
             raise ValueError(f"shrink {shrink} and prior {prior} must be numbers >= 0")
         self.params = {"shrink": float(shrink), "prior": float(prior)}
-        self._prepared = None  # (P, projected means, known) until the head learns again
+        self._prepared = None  # (P, centre, projected means, known) until the head learns again
+        self._sums_buf = None  # add_class's spare capacity (_grown)
 
     @property
     def n_features(self) -> int:
@@ -422,11 +423,20 @@ class SLDAHead(Head):
         self._prepared = None
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
+        # slda_update for a class new to the head (n = 0, so no between term): its shots' sum
+        # and centred scatter, the sums grown inside spare capacity (_grown), so a class costs
+        # O(k D^2) for k shots whatever the number of classes already held
         feats = self.check_features(feats)
-        self.sums = np.concatenate([self.sums, np.zeros((1, self.n_features), np.float32)])
-        self.counts = np.append(self.counts, np.float32(0))
+        c = len(self.sums)
+        self._sums_buf, sums = _grown(self._sums_buf, self.sums, c + 1, 0.0)
+        total = np.matmul(np.ones((1, len(feats)), np.float32), feats)[0]
+        centred = feats - total / np.float32(len(feats))
+        self.scatter += np.matmul(centred.T, centred)
+        sums[c] = total
+        self.sums = sums
+        self.counts = np.append(self.counts, np.float32(len(feats)))
         self._add_row(label, task, name)
-        self.learn_rows(feats, np.full(len(feats), len(self.labels) - 1, dtype=np.int64))
+        self._prepared = None
 
     def to_arrays(self) -> dict:
         return {**self._base_arrays(), "sums": self.sums.copy(), "counts": self.counts.copy(),

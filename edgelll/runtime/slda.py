@@ -46,8 +46,12 @@ def slda_update(sums, counts, scatter, feats, y):
     bmean = bsum / xp.reshape(xp.maximum(b, ones), (-1, 1))
     centred = x - xp.matmul(onehot, bmean)
     within = xp.matmul(xp.matrix_transpose(centred), centred)
-    diff = bmean - sums / xp.reshape(xp.maximum(counts, ones), (-1, 1))
-    weight = counts * b / xp.maximum(counts + b, ones)  # 0 for a class new to the head
+    # the between term over the batch's classes alone: O(k D^2) for k classes in the batch, not
+    # O(C D^2) for every class of the head (a new class among 600 would pay for all of them)
+    present = b > 0
+    n, bp = counts[present], b[present]
+    diff = bmean[present] - sums[present] / xp.reshape(xp.maximum(n, xp.ones_like(n)), (-1, 1))
+    weight = n * bp / xp.maximum(n + bp, xp.ones_like(n))  # 0 for a class new to the head
     between = xp.matmul(xp.matrix_transpose(diff), diff * xp.reshape(weight, (-1, 1)))
     return sums + bsum, counts + b, scatter + within + between
 
