@@ -388,12 +388,18 @@ class SLDAHead(Head):
     def learn_rows(self, feats, rows) -> None:
         if len(rows) == 1:
             # One sample of class j (n_j so far): the scatter gains n_j/(n_j+1) d d^T with
-            # d = x - mu_j, the pairwise update at b = 1, as one rank-1 update in place
+            # d = x - mu_j, the pairwise update at b = 1, as a rank-1 update in place, in blocks
+            # of rows small enough (64 KB) that numpy's temporaries stay in malloc's heap: a
+            # (D, D) temporary is mmapped and faulted in afresh by every call (about 1 ms at
+            # D = 400 on the test machine, against 0.15 ms in blocks)
             j, x = int(rows[0]), feats[0]
             n = self.counts[j]
             if n > 0:
                 d = x - self.sums[j] / n
-                self.scatter += (n / (n + np.float32(1))) * np.multiply.outer(d, d)
+                dw = (n / (n + np.float32(1))) * d
+                step = max(1, 16384 // len(d))
+                for i in range(0, len(d), step):
+                    self.scatter[i:i + step] += np.multiply.outer(dw[i:i + step], d)
             self.sums[j] += x
             self.counts[j] += np.float32(1)
         else:
