@@ -154,6 +154,12 @@ def empty_head(kind: str, dim: int, params: dict):
     return empty(kind, dim, **params)
 
 
+def resolved(params: dict, white) -> dict:
+    """A row's settings with ``shrink="auto"`` replaced by the strategy's choice, which is
+    ``--whiten auto``'s (``choose_shrink`` on the same data)."""
+    return {**params, "shrink": white.shrink} if params.get("shrink") == "auto" else params
+
+
 def learn_base(head, kind: str, params: dict, feats: np.ndarray, y: np.ndarray) -> None:
     """The base session as the strategies' refit learns it: chunks of 256 in the data's order, a
     class added from its rows in its first chunk, then the chunk learned (the running-mean heads,
@@ -310,8 +316,7 @@ def fscil_seed(name: str, data, seed: int, epochs: int | None, threads: int, che
     for row, (kind, params) in ALL_HEADS.items():
         t0 = time.perf_counter()
         tr, te = spaces["whitened" if row in WHITENED else "raw"]
-        if params.get("shrink") == "auto":  # the strategy's choice: choose_shrink on the base
-            params = {**params, "shrink": white.shrink}
+        params = resolved(params, white)
         head = empty_head(kind, tr[0].shape[1], params)
         learn_base(head, kind, params, tr[0], y_tr[0])
         correct = [predict(head, te[0]) == seen_y[0]]
@@ -392,8 +397,7 @@ def long_seed(data, seed: int, epochs: int | None, threads: int) -> dict:
     for row, (kind, params) in ALL_HEADS.items():
         t0 = time.perf_counter()
         tr, te = spaces["whitened" if row in WHITENED else "raw"]
-        if params.get("shrink") == "auto":
-            params = {**params, "shrink": white.shrink}
+        params = resolved(params, white)
         head = empty_head(kind, tr.shape[1], params)
         if kind == "slda":  # its metric starts from the backbone's own data, as the map does
             head.seed_scatter(f_bg, data.y_train[bg_tr])

@@ -122,10 +122,6 @@ class HebbianHead(Head):
         else:
             self.weight, self.counts = hebbian_update(self.weight, self.counts, feats, rows)
 
-    def learn(self, feats, y, task_ids=None) -> None:
-        feats = self.check_features(feats)
-        self.learn_rows(feats, self.rows_of(y, task_ids))
-
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)
         if self.params["oja"]:  # Oja's rule cannot leave 0: start at the shots' direction
@@ -406,10 +402,6 @@ class SLDAHead(Head):
             self.sums, self.counts, self.scatter = slda_update(self.sums, self.counts,
                                                                self.scatter, feats, rows)
         self._prepared = None
-
-    def learn(self, feats, y, task_ids=None) -> None:
-        feats = self.check_features(feats)
-        self.learn_rows(feats, self.rows_of(y, task_ids))
 
     def seed_scatter(self, feats, y) -> None:
         """Add the within-class spread of labelled features whose classes the head does not keep

@@ -90,6 +90,15 @@ class Head:
                             f"label) first")
         return rows
 
+    def learn(self, feats, y, task_ids=None) -> None:
+        """Learn from features ``(N, D)`` with data-set labels (and tasks), by the head's
+        :meth:`learn_rows` on the rows those labels name."""
+        feats = self.check_features(feats)
+        self.learn_rows(feats, self.rows_of(y, task_ids))
+
+    def learn_rows(self, feats: np.ndarray, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
     def describe(self) -> str:
         labels = sorted(set(self.labels.tolist()))
         return (f"labels {', '.join(map(str, labels[:12]))}{', ...' if len(labels) > 12 else ''}"
@@ -149,10 +158,6 @@ class NCMHead(Head):
         else:
             self.sums, self.counts = ncm_update(self.sums, self.counts, feats, rows, self.cosine)
         self._means = None
-
-    def learn(self, feats, y, task_ids=None) -> None:
-        feats = self.check_features(feats)
-        self.learn_rows(feats, self.rows_of(y, task_ids))
 
     def add_class(self, feats, label: int, task: int = -1, name: str | None = None) -> None:
         feats = self.check_features(feats)

@@ -59,4 +59,10 @@ class GradientFreeStrategy(Strategy):
         model = ctx.model
         if not any(p.requires_grad for p in model.backbone.parameters()):
             return  # every feature the head learned from came from this backbone
-        model.head.find(self.head_kind).refit(embed(model, data.x), data.y)
+        head, feats = model.head.find(self.head_kind), embed(model, data.x)
+        head.refit(feats, data.y)
+        self.after_refit(ctx, head, feats, data)
+
+    def after_refit(self, ctx, head, feats, data: Batch) -> None:
+        """What a head settles from the backbone's final features of an experience it trained
+        (slda: its shrinkage); nothing by default."""

@@ -27,7 +27,6 @@ import torch
 from ..errors import ConfigError
 from ._gradient_free import GradientFreeStrategy
 from .base import Batch
-from .replay import embed
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,7 @@ class SLDA(GradientFreeStrategy):
     def head_params(self) -> dict:
         return {"shrink": 1.0 if self.params.shrink is None else float(self.params.shrink)}
 
-    @torch.no_grad()
-    def after_experience(self, ctx, exp, data: Batch) -> None:
-        model = ctx.model
-        if not any(p.requires_grad for p in model.backbone.parameters()):
-            return  # every feature the head learned from came from this backbone
-        head = model.head.find(self.head_kind)
-        feats = embed(model, data.x)
-        head.refit(feats, data.y)
+    def after_refit(self, ctx, head, feats, data: Batch) -> None:
         if self.params.shrink is None and len(torch.unique(data.y)) >= 2:
             from ..runtime.whiten import choose_shrink
 
